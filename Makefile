@@ -1,0 +1,44 @@
+# Two commands: `make run` (whole pipeline on the embedded default) and `make test`.
+# Set-up is idempotent: .venv is created once, torch==2.13.0 (CPU wheel) first, then the
+# project with the versions locked in constraints.txt.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: run test setup ablation bench clean-runs help
+
+help:
+	@echo "make run   - set up (once) and run the whole pipeline: dvc repro"
+	@echo "make test  - set up (once) and run the test suite"
+	@echo "make bench - benchmarks in bench/ (numbers go to bench/README.md)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VENV)/bin/python -m pip install -q -c constraints.txt -e .
+	@command -v java >/dev/null || { echo "installing a Java runtime (METEOR)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends default-jre-headless) \
+	  || echo "WARNING: no Java runtime: METEOR will be reported as missing"; }
+	$(VENV)/bin/dvc config core.analytics false
+	touch $(STAMP)
+
+run: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	python -m pytest -q
+
+bench: $(STAMP)
+	python bench/apo_vs_trl.py
+	python bench/teachers_throughput.py

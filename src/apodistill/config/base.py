@@ -1,0 +1,32 @@
+"""``base:`` section: values shared by several stages."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from apodistill.config._base import Section
+from apodistill.findings import CHEXPERT_14, MS_CXR_T_5
+
+
+class BaseConfig(Section):
+    seed: int = Field(42, description="Seed for python, numpy and torch in every stage.")
+    findings: list[str] = Field(
+        default_factory=lambda: list(MS_CXR_T_5),
+        description="Findings that trajectories answer and metrics score (CheXpert names).",
+    )
+    mlflow_experiment: str = Field("apodistill", description="MLflow experiment that every stage logs to.")
+    accelerate: str = Field(
+        "cpu",
+        pattern=r"^[a-z0-9_]+$",
+        description="Accelerate config for training stages: pipeline/accelerate/<name>.yaml (cpu, single_gpu, multi_gpu, deepspeed_zero2, fsdp).",
+    )
+
+    @field_validator("findings")
+    @classmethod
+    def _known_findings(cls, v: list[str]) -> list[str]:
+        unknown = [f for f in v if f not in CHEXPERT_14]
+        if unknown:
+            raise ValueError(f"unknown findings {unknown}; known: {', '.join(CHEXPERT_14)}")
+        if len(set(v)) != len(v) or not v:
+            raise ValueError("findings must be a non-empty list without repeats")
+        return v
