@@ -62,12 +62,20 @@ class SpdConfig(Section):
     model: TinyStudentConfig = Field(default_factory=TinyStudentConfig)
     image_size: int = Field(64, ge=28, description="Images are resized to this side before the processor (64 -> 4 visual tokens).")
     max_length: int = Field(256, gt=0, description="Tokens per training sequence (prompt + trajectory).")
+    consensus_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of SPD examples in the consensus format (teachers' trajectories in the prompt, their w_u-weighted vote as target), teaching a small student to compare; 0 for instruction-tuned students.",
+    )
     lora: LoraConfigSection = Field(default_factory=LoraConfigSection)
     optim: OptimConfig = Field(default_factory=OptimConfig)
 
 
 class SelfDistillConfig(Section):
     method: Literal["in_context", "vote"] = Field("in_context", description="in_context: the student writes the consensus (paper); vote: w_u-weighted label vote.")
+    context: Literal["full", "answers"] = Field("full", description="What of each teacher trajectory the student reads: full text, or its answer lines only.")
+    max_length: int = Field(1024, gt=0, description="Prompt token limit for the consensus prompt.")
     max_new_tokens: int = Field(96, gt=0, description="Consensus length limit.")
     do_sample: bool = Field(False, description="Sample the consensus (true) or decode greedily.")
     temperature: float = Field(0.7, gt=0, description="Sampling temperature when do_sample.")
@@ -81,6 +89,7 @@ class ApoConfig(Section):
     loss: Literal["plackett_luce", "pairwise"] = Field("plackett_luce", description="plackett_luce: paper's N+1 softmax; pairwise: released script's DPO pairs.")
     weight_negatives: bool = Field(False, description="Scale each negative by its teacher's w_u (false reproduces the paper).")
     max_length: int = Field(256, gt=0, description="Tokens per candidate sequence.")
+    ref_batch_size: int = Field(16, gt=0, description="Prompts per forward when computing the reference log-probs (no gradients: can be larger).")
     lora: LoraConfigSection = Field(default_factory=LoraConfigSection)
     optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(lr=1e-4, steps=200, batch_size=4, warmup_ratio=0.1, checkpoint_every=100)

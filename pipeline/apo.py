@@ -1,0 +1,93 @@
+"""Stage `apo`: Autonomous Preference Optimization (METHOD.md Stage 3).
+
+The consensus of each training study must beat all N teacher trajectories at once
+(Plackett-Luce over N+1 candidates; `apo.loss: pairwise` gives the released script's DPO
+pairs). Reference = the SPD student; its log-probs are computed once into --ref-cache and
+reused while the SPD model and the candidates are unchanged.
+
+    accelerate launch --config_file pipeline/accelerate/cpu.yaml pipeline/apo.py --params params.yaml ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from apodistill.stage import load_or_exit, make_accelerator, read_weights, write_metrics
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in ("--params", "--benchmark", "--trajectories", "--consensus", "--templates", "--ref-model", "--ref-cache",
+                 "--out", "--checkpoints", "--metrics", "--curve"):
+        ap.add_argument(name, required=True)
+    args = ap.parse_args()
+
+    params = load_or_exit(args.params)
+    cfg, base = params.apo, params.base
+    import mlflow
+    import pandas as pd
+
+    from apodistill.provenance import provenance, seed_everything, write_provenance
+    from apodistill.student import save_student, student_info
+    from apodistill.tracking import stage_run
+    from apodistill.training.apo import build_candidates, ref_key, reference_logps, train_apo
+    from apodistill.training.data import ImageStore
+    from apodistill.training.loop import clear_checkpoints
+
+    seeds = seed_everything(base.seed)
+    accelerator = make_accelerator(cfg.optim.bf16)
+    config = {"base": base.model_dump(mode="json"), "apo": cfg.model_dump(mode="json")}
+
+    studies = pd.read_parquet(Path(args.benchmark) / "studies.parquet")
+    traj = pd.read_parquet(Path(args.trajectories) / "trajectories.parquet")
+    traj = traj[traj["split"] == "train"]
+    consensus = pd.read_parquet(Path(args.consensus) / "consensus.parquet")
+    weights = read_weights(args.trajectories)
+    roster = params.teachers.names()
+    sets = build_candidates(consensus, traj, studies, roster, weights, base.findings, args.templates)
+    if not sets:
+        raise SystemExit(f"error: no consensus rows in {args.consensus}: nothing to optimise")
+    ref_info = student_info(args.ref_model)
+    images = ImageStore(args.benchmark, ref_info.get("image_size", params.spd.image_size))
+
+    with stage_run("apo", base.mlflow_experiment, config):
+        t0 = time.time()
+        ref_c, ref_r, hit = reference_logps(
+            args.ref_model, sets, images, args.ref_cache, cfg.max_length, cfg.ref_batch_size, accelerator.device
+        )
+        ref_seconds = time.time() - t0
+        key = ref_key(args.ref_model, sets, cfg.max_length)
+        t1 = time.time()
+        model, processor, result = train_apo(
+            cfg, sets, ref_c, ref_r, args.ref_model, images, accelerator, args.checkpoints, args.curve, base.seed, key
+        )
+        seconds = time.time() - t1
+        if accelerator.is_main_process:
+            save_student(
+                model, processor, args.out,
+                base=args.ref_model if cfg.lora.enabled else None,
+                extra={"stage": "apo", "image_size": ref_info.get("image_size"), "max_length": cfg.max_length},
+            )
+            write_provenance(args.out, provenance("apo", config, seeds, reference=args.ref_model, ref_cache_hit=hit))
+            last = result.rows[-1] if result.rows else {}
+            n_neg = sum(sum(s.mask) for s in sets)
+            metrics = {
+                "apo.steps": result.steps,
+                "apo.prompts": len(sets),
+                "apo.negatives_per_prompt": n_neg / len(sets),
+                "apo.ref_cache_hit": int(hit),
+                "apo.ref_seconds": round(ref_seconds, 1),
+                "apo.train_seconds": round(seconds, 1),
+                **{f"apo.final_{k}": float(v) for k, v in last.items() if k != "step"},
+            }
+            write_metrics(args.metrics, metrics)
+            mlflow.log_metrics(metrics)
+            for row in result.rows:
+                mlflow.log_metrics({f"apo.curve.{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+            clear_checkpoints(args.checkpoints)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Using a trained student: MLflow pyfunc packaging, registry, predict and serve."""

@@ -1,0 +1,1 @@
+"""Training: a small accelerate loop shared by SPD and APO (accumulation, checkpoints, resume, curves)."""

@@ -1,0 +1,176 @@
+"""Stage 1, supervised pre-distillation (SPD, "learn").
+
+With black-box teachers, argmin_q sum_u w_u KL(pi_u || q) is fine-tuning on the pooled
+teacher trajectories with each teacher's examples weighted by w_u (METHOD.md, Stage 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from apodistill.config.train import SpdConfig
+from apodistill.consensus import format_context, vote
+from apodistill.training.data import (
+    Example,
+    ImageStore,
+    consensus_prompt,
+    group_answers,
+    images_for,
+    key_of,
+    study_images,
+    task_prompt,
+)
+from apodistill.training.loop import StepOutput, batch_plan, make_optimizer, total_steps, train_loop
+
+
+def build_examples(
+    trajectories: pd.DataFrame,
+    studies: pd.DataFrame,
+    weights: dict[str, float],
+    findings: Sequence[str],
+    roster: Sequence[str],
+    templates_dir: str,
+    consensus_fraction: float,
+    context: str,
+    seed: int,
+) -> tuple[list[Example], dict[str, int]]:
+    """Pooled teacher examples (weight w_u) plus, optionally, consensus-format examples."""
+    image_of = study_images(studies)
+    prompts = {task: task_prompt(templates_dir, task, findings) for task in trajectories["task"].unique()}
+    examples = [
+        Example(images_for(key_of(r), image_of), prompts[r.task], r.text, float(weights[r.teacher]))
+        for r in trajectories.itertuples(index=False)
+    ]
+    counts = {f"examples.{t}": int(n) for t, n in trajectories["teacher"].value_counts().sort_index().items()}
+    if consensus_fraction > 0:
+        groups = [(k, a) for k, a in sorted(group_answers(trajectories, findings, roster).items(), key=lambda kv: str(kv[0])) if len(a) >= 2]
+        n_cons = int(round(consensus_fraction / (1 - consensus_fraction) * len(examples)))
+        rng = np.random.default_rng(seed)
+        for gi in rng.integers(0, len(groups), size=n_cons):
+            key, answers = groups[gi]
+            order = rng.permutation(len(answers))
+            shown = [answers[i] for i in order]
+            target = vote(shown, weights, findings, key[0]).text
+            prompt = consensus_prompt(templates_dir, key[0], findings, format_context(shown, findings, context))
+            examples.append(Example(images_for(key, image_of), prompt, target, 1.0))
+        counts["examples.consensus_format"] = n_cons
+    counts["examples.total"] = len(examples)
+    return examples, counts
+
+
+def tokenizer_corpus(examples: Sequence[Example]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for ex in examples:
+        for t in (ex.prompt, ex.target):
+            if t not in seen:
+                seen.add(t)
+                out.append(t)
+    return out
+
+
+def prepare_student(cfg: SpdConfig, corpus: Sequence[str], seed: int) -> tuple[Any, Any, str | None]:
+    """(model, processor, base reference) before SPD: tiny from config, or pretrained; LoRA if enabled."""
+    from apodistill.student import apply_lora, build_processor, build_tiny_student, load_pretrained, train_tokenizer
+
+    if cfg.base_model is None:
+        tok = train_tokenizer(corpus, cfg.model.vocab_size)
+        processor = build_processor(tok, cfg.image_size)
+        model = build_tiny_student(cfg.model, tok, seed=seed)
+        base = None
+    else:
+        model, processor = load_pretrained(cfg.base_model)
+        base = cfg.base_model
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora)
+    return model, processor, base
+
+
+class SftSteps:
+    """Step and unit functions for weighted SFT over a list of examples (encodings memoised per window)."""
+
+    def __init__(self, examples: Sequence[Example], images: ImageStore, processor: Any, max_length: int, device: Any):
+        self.examples = examples
+        self.images = images
+        self.processor = processor
+        self.max_length = max_length
+        self.device = device
+        self._memo: dict[tuple[int, ...], Any] = {}
+
+    def _encode(self, idx: list[int]):
+        from apodistill.student import encode
+
+        key = tuple(idx)
+        if key not in self._memo:
+            if len(self._memo) > 64:
+                self._memo.clear()
+            exs = [self.examples[i] for i in idx]
+            self._memo[key] = encode(self.processor, self.images.batch(exs), [e.prompt for e in exs], [e.target for e in exs], self.max_length)
+        return self._memo[key]
+
+    def units(self, idx: list[int]) -> float:
+        enc = self._encode(idx)
+        n = (enc.labels[:, 1:] != -100).sum(dim=1).float()
+        w = np.array([self.examples[i].weight for i in idx], dtype=np.float32)
+        return float((n.numpy() * w).sum())
+
+    def step(self, model: Any, idx: list[int]) -> StepOutput:
+        import torch
+
+        from apodistill.losses import weighted_sft_loss
+
+        enc = self._memo.pop(tuple(idx), None) or self._encode(idx)
+        enc = enc.to(self.device)
+        logits = model(**enc.model_inputs()).logits
+        w = torch.tensor([self.examples[i].weight for i in idx], dtype=torch.float32, device=logits.device)
+        loss_sum, m = weighted_sft_loss(logits, enc.labels, w, normalizer=1.0)
+        return StepOutput(loss_sum, float(m["weighted_tokens"]), {"ce": float(m["ce"])})
+
+
+def run_key(cfg: SpdConfig, examples: Sequence[Example], seed: int) -> str:
+    h = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode())
+    h.update(str(seed).encode())
+    for ex in examples:
+        h.update(repr((ex.images, ex.prompt, ex.target, ex.weight)).encode())
+    return h.hexdigest()[:16]
+
+
+def train_spd(
+    cfg: SpdConfig,
+    examples: Sequence[Example],
+    images: ImageStore,
+    accelerator: Any,
+    ckpt_dir: str,
+    curve_path: str | None,
+    seed: int,
+    stop_after: int | None = None,
+):
+    """Build the student and train it; returns (unwrapped model, processor, base ref, loop result)."""
+    model, processor, base = prepare_student(cfg, tokenizer_corpus(examples), seed)
+    steps = total_steps(len(examples), cfg.optim)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt, sched = make_optimizer(trainable, cfg.optim, steps)
+    model, opt, sched = accelerator.prepare(model, opt, sched)
+    sft = SftSteps(examples, images, processor, cfg.max_length, accelerator.device)
+    result = train_loop(
+        accelerator=accelerator,
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        plan=batch_plan(len(examples), cfg.optim, seed),
+        units_fn=sft.units,
+        step_fn=sft.step,
+        cfg=cfg.optim,
+        ckpt_dir=ckpt_dir,
+        run_key=run_key(cfg, examples, seed),
+        curve_path=curve_path,
+        desc="spd",
+        stop_after=stop_after,
+    )
+    return accelerator.unwrap_model(model), processor, base, result
+

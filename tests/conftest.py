@@ -1,0 +1,65 @@
+"""Shared test set-up: offline, no analytics, and tiny-model factories."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np
+import pytest
+
+from apodistill.findings import MS_CXR_T_5, format_trajectory
+
+TINY_DIMS = dict(
+    vocab_size=300,
+    hidden_size=32,
+    num_layers=1,
+    num_heads=2,
+    num_kv_heads=2,
+    intermediate_size=64,
+    vision_hidden_size=32,
+    vision_depth=1,
+    vision_heads=2,
+)
+
+
+def make_trajectory(rng: np.random.Generator, findings=MS_CXR_T_5) -> str:
+    labels = {f: ("yes" if rng.random() < 0.4 else "no") for f in findings}
+    think = " ".join(rng.choice(["opacity", "clear lungs", "blunted angle", "haze", "rim"], size=3))
+    return format_trajectory(think, labels, findings)
+
+
+@pytest.fixture
+def tiny_images(tmp_path):
+    """Eight small grayscale PNGs on disk (paths relative to tmp_path)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(8):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray((rng.random((64, 64)) * 255).astype("uint8"), mode="L").save(p)
+        paths.append(p.name)
+    return tmp_path, paths
+
+
+@pytest.fixture
+def tiny_student():
+    """A factory: (model, processor) with a tokenizer trained on a few trajectories."""
+    from apodistill.config.train import TinyStudentConfig
+    from apodistill.student import build_processor, build_tiny_student, train_tokenizer
+
+    def make(seed: int = 0, texts: list[str] | None = None):
+        rng = np.random.default_rng(1)
+        corpus = texts or [make_trajectory(rng) for _ in range(40)] + ["Chest X-ray. Think, then answer."]
+        tok = train_tokenizer(corpus, TINY_DIMS["vocab_size"])
+        proc = build_processor(tok, 64)
+        model = build_tiny_student(TinyStudentConfig(**TINY_DIMS), tok, seed=seed)
+        return model, proc
+
+    return make
