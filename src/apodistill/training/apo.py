@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from apodistill.config.train import ApoConfig
@@ -143,7 +144,7 @@ def reference_logps(
     key_file, table = cache_dir / REF_KEY, cache_dir / REF_FILE
     if key_file.is_file() and table.is_file() and json.loads(key_file.read_text()).get("key") == key:
         df = pd.read_parquet(table)
-        return torch.tensor(df["chosen"].to_numpy()), torch.tensor(list(df["rejected"])), True
+        return torch.tensor(df["chosen"].to_numpy(np.float32)), torch.tensor(np.stack(df["rejected"].to_numpy()).astype(np.float32)), True
     model, processor = load_student(ref_model_dir)
     model.to(device).eval()
     chosen, rejected = [], []
