@@ -1,31 +1,42 @@
-"""Core of the `evaluate` stage: every system's predictions on the same held-out studies.
+"""Core of the `evaluate` stage: every system's predictions on the same held-out examples.
 
 Systems: each teacher (its own test trajectories), the teachers' majority vote, the best
 single teacher (chosen on the validation split, never on test), and each student. An
-unparseable or refused answer counts as wrong for every finding.
+unparseable or refused answer counts as wrong for every finding. Single studies are
+scored against ``label_<finding>`` (keyed by study_id); prior/current pairs against
+``progression_<finding>`` (keyed by pair_id), the MS-CXR-T protocol. Scoring itself is
+:mod:`apodistill.metrics`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from apodistill.consensus import TeacherAnswer, vote_labels
-from apodistill.findings import try_parse
+from apodistill.findings import ParsedTrajectory, try_parse
 
-KEY = ["task", "study_id", "prior_study_id"]
+TASK_KEY = {"single": "study_id", "pair": "pair_id"}
 
 
-def _norm_prior(v: Any) -> str:
-    return v if isinstance(v, str) else ""
+def gold_for(task: str, studies: pd.DataFrame, pairs: pd.DataFrame | None, split: str) -> pd.DataFrame:
+    """Gold rows of one task and split; both carry ``study_id`` and ``prior_study_id``."""
+    if task == "single":
+        g = studies[studies["split"] == split].copy()
+        g["prior_study_id"] = ""
+        return g.reset_index(drop=True)
+    if pairs is None:
+        return pd.DataFrame(columns=["pair_id", "study_id", "prior_study_id"])
+    g = pairs[pairs["split"] == split].copy()
+    g["study_id"] = g["current_study_id"]
+    return g.reset_index(drop=True)
 
 
 def parse_predictions(rows: pd.DataFrame, findings: Sequence[str]) -> pd.DataFrame:
-    """Add ``answer_<finding>`` (None when unparseable) and ``think`` to rows with ``text`` and ``task``."""
+    """Add ``answer_<finding>`` (None when unparseable), ``wellformed`` and ``think`` to rows
+    that have ``text`` and ``task``."""
     out = rows.copy()
-    out["prior_study_id"] = out["prior_study_id"].map(_norm_prior)
     parsed = [try_parse(t, findings, task) if isinstance(t, str) else None for t, task in zip(out["text"], out["task"])]
     out["wellformed"] = [p is not None for p in parsed]
     out["think"] = [p.think if p else "" for p in parsed]
@@ -34,73 +45,44 @@ def parse_predictions(rows: pd.DataFrame, findings: Sequence[str]) -> pd.DataFra
     return out
 
 
+def aligned(preds: pd.DataFrame, gold: pd.DataFrame, task: str, findings: Sequence[str]) -> pd.DataFrame:
+    """Exactly one prediction row per gold row (missing -> all answers None), in gold order."""
+    key = TASK_KEY[task]
+    cols = [f"answer_{f}" for f in findings] + ["wellformed", "think"]
+    p = preds[preds["task"] == task]
+    if key == "pair_id" and "pair_id" not in p:
+        ids = dict(zip(zip(gold["prior_study_id"], gold["study_id"]), gold["pair_id"]))
+        p = p.assign(pair_id=[ids.get((a, b)) for a, b in zip(p["prior_study_id"], p["study_id"])])
+    p = p.dropna(subset=[key]).drop_duplicates(key).set_index(key)
+    out = p.reindex(gold[key])[cols].reset_index()
+    out["wellformed"] = out["wellformed"].fillna(False).astype(bool)
+    out["think"] = out["think"].fillna("")
+    return out
+
+
 def teacher_predictions(trajectories: pd.DataFrame, findings: Sequence[str], split: str) -> pd.DataFrame:
     t = trajectories[trajectories["split"] == split].copy()
-    t.loc[t["status"] != "ok", "text"] = None
+    t["text"] = t["text"].where(t["status"] == "ok", None)
     t = t.rename(columns={"teacher": "system"})
-    return parse_predictions(t[["system", *KEY, "text"]], findings)
+    t["prior_study_id"] = t["prior_study_id"].fillna("")
+    return parse_predictions(t[["system", "task", "study_id", "prior_study_id", "text"]], findings)
 
 
-def majority_vote(teacher_preds: pd.DataFrame, findings: Sequence[str], weights: dict[str, float] | None = None) -> pd.DataFrame:
-    """The teachers' per-study plurality over their well-formed answers (the classic baseline)."""
+def majority_vote(teacher_preds: pd.DataFrame, findings: Sequence[str]) -> pd.DataFrame:
+    """The teachers' per-example plurality over their well-formed answers (the usual baseline)."""
     rows = []
     ok = teacher_preds[teacher_preds["wellformed"]]
-    for key, g in ok.groupby(KEY, sort=True):
-        from apodistill.findings import ParsedTrajectory
-
+    for (task, study, prior), g in ok.groupby(["task", "study_id", "prior_study_id"], sort=True):
         answers = [TeacherAnswer(r.system, "", ParsedTrajectory("", {f: getattr(r, f"answer_{f}") for f in findings})) for r in g.itertuples()]
-        labels = vote_labels(answers, weights or {}, findings, key[0])
-        rows.append({"system": "majority_vote", **dict(zip(KEY, key)), "text": None, "wellformed": True, "think": "", **{f"answer_{f}": labels[f] for f in findings}})
-    return pd.DataFrame(rows)
-
-
-def gold_table(studies: pd.DataFrame, pairs: pd.DataFrame | None, findings: Sequence[str], split: str) -> pd.DataFrame:
-    """Gold answers in the prediction vocabulary: yes/no for single studies (uncertain and
-    unlabelled findings are left out), progression classes for pairs."""
-    s = studies[studies["split"] == split]
-    rows = pd.DataFrame({"task": "single", "study_id": s["study_id"], "prior_study_id": ""})
-    for f in findings:
-        v = s[f"label_{f}"].to_numpy(dtype=float)
-        rows[f"gold_{f}"] = np.where(v == 1.0, "yes", np.where(v == 0.0, "no", None))
-    rows["report"] = s["report"].to_numpy()
-    if pairs is not None and len(pairs):
-        p = pairs[pairs["split"] == split]
-        pr = pd.DataFrame({"task": "pair", "study_id": p["current_study_id"], "prior_study_id": p["prior_study_id"]})
-        for f in findings:
-            col = f"progression_{f}"
-            pr[f"gold_{f}"] = p[col].to_numpy() if col in p else None
-        rows = pd.concat([rows, pr], ignore_index=True)
-    return rows.reset_index(drop=True)
-
-
-def correctness(preds: pd.DataFrame, gold: pd.DataFrame, findings: Sequence[str]) -> pd.DataFrame:
-    """Per (study, finding): 1.0 right, 0.0 wrong (missing prediction is wrong), NaN unlabelled."""
-    g = gold.set_index(KEY)
-    p = preds.drop_duplicates(KEY).set_index(KEY).reindex(g.index)
-    out = pd.DataFrame(index=g.index)
-    for f in findings:
-        gold_f = g[f"gold_{f}"]
-        pred_f = p[f"answer_{f}"] if f"answer_{f}" in p else pd.Series(None, index=g.index)
-        out[f] = np.where(gold_f.isna(), np.nan, (pred_f.to_numpy() == gold_f.to_numpy()).astype(float))
-    return out
-
-
-def accuracy(corr: pd.DataFrame, findings: Sequence[str]) -> dict[str, float]:
-    """Top-1 accuracy per finding over labelled studies, and their average."""
-    accs = {f: float(np.nanmean(corr[f].to_numpy())) if corr[f].notna().any() else float("nan") for f in findings}
-    out = {f"acc.{f}": v for f, v in accs.items()}
-    out["acc.mean"] = float(np.nanmean(list(accs.values())))
-    return out
-
-
-def best_teacher(val_corr: dict[str, pd.DataFrame], findings: Sequence[str]) -> str:
-    return max(sorted(val_corr), key=lambda t: accuracy(val_corr[t], findings)["acc.mean"])
+        labels = vote_labels(answers, {}, findings, task)
+        rows.append({"task": task, "study_id": study, "prior_study_id": prior, "wellformed": True, "think": "", **{f"answer_{f}": labels[f] for f in findings}})
+    return pd.DataFrame(rows, columns=["task", "study_id", "prior_study_id", "wellformed", "think", *[f"answer_{f}" for f in findings]])
 
 
 def student_predictions(
     model: Any,
     processor: Any,
-    gold: pd.DataFrame,
+    gold_by_task: dict[str, pd.DataFrame],
     image_of: dict[str, str],
     images: Any,
     prompts: dict[str, str],
@@ -109,12 +91,16 @@ def student_predictions(
     system: str,
     findings: Sequence[str],
 ) -> pd.DataFrame:
-    """Greedy answers of a student for every gold row (its own prompt per task)."""
+    """Greedy answers of a student for every gold row of every task (its own prompt per task)."""
     from tqdm.auto import tqdm
 
     from apodistill.student import generate
 
-    rows = gold[KEY].to_dict("records")
+    rows = [
+        {"task": task, "study_id": r["study_id"], "prior_study_id": r["prior_study_id"]}
+        for task, gold in gold_by_task.items()
+        for r in gold[["study_id", "prior_study_id"]].to_dict("records")
+    ]
     texts: list[str] = []
     for i in tqdm(range(0, len(rows), batch_size), desc=f"evaluate {system}", unit_scale=batch_size):
         batch = rows[i : i + batch_size]
@@ -124,6 +110,5 @@ def student_predictions(
         ]
         texts += generate(model, processor, imgs, [prompts[r["task"]] for r in batch], max_new_tokens)
     df = pd.DataFrame(rows)
-    df["system"] = system
     df["text"] = texts
     return parse_predictions(df, findings)
