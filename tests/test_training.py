@@ -101,3 +101,7 @@ def test_batch_plan_epochs_and_determinism():
     first_epoch = [i for w in a for m in w for i in m][:10]
     assert sorted(first_epoch) == list(range(10))
     assert len(batch_plan(10, OptimConfig(batch_size=4, epochs=2.0), 0)) == 5
+    groups = [0] * 7 + [1] * 3
+    plan = batch_plan(10, OptimConfig(batch_size=2, steps=20), 1, groups=groups)
+    assert all(len({groups[i] for i in m}) == 1 for w in plan for m in w)
+    assert {i for w in plan[:6] for m in w for i in m} == set(range(10))  # 4 + 2 micro-batches: the first epoch sees every example

@@ -75,7 +75,6 @@ class SpdConfig(Section):
 class SelfDistillConfig(Section):
     method: Literal["in_context", "vote"] = Field("in_context", description="in_context: the student writes the consensus (paper); vote: w_u-weighted label vote.")
     context: Literal["full", "answers"] = Field("full", description="What of each teacher trajectory the student reads: full text, or its answer lines only.")
-    max_length: int = Field(1024, gt=0, description="Prompt token limit for the consensus prompt.")
     max_new_tokens: int = Field(96, gt=0, description="Consensus length limit.")
     do_sample: bool = Field(False, description="Sample the consensus (true) or decode greedily.")
     temperature: float = Field(0.7, gt=0, description="Sampling temperature when do_sample.")

@@ -27,6 +27,7 @@ class Example:
     prompt: str
     target: str = ""
     weight: float = 1.0
+    group: int = 0  # batches hold one group (0: plain prompts, 1: consensus-format prompts)
 
 
 def task_prompt(templates_dir: str | Path, task: str, findings: Sequence[str]) -> str:

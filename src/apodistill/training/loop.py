@@ -28,25 +28,33 @@ from apodistill.config.train import OptimConfig
 META = "meta.json"
 
 
-def batch_plan(n_examples: int, cfg: OptimConfig, seed: int) -> list[list[list[int]]]:
+def batch_plan(n_examples: int, cfg: OptimConfig, seed: int, groups: Sequence[int] | None = None) -> list[list[list[int]]]:
     """Indices for every optimizer step: ``plan[step][micro] -> example indices``.
 
-    Epochs are fresh seeded permutations; the plan depends only on (n, cfg, seed).
+    Epochs are fresh seeded permutations; the plan depends only on (n, cfg, seed, groups).
+    With ``groups`` (a group id per example), every micro-batch holds one group only, so
+    long prompts (consensus-format examples) are not padded together with short ones.
     """
     if n_examples <= 0:
         raise ValueError("no training examples")
     per_step = cfg.batch_size * cfg.grad_accum
     steps = total_steps(n_examples, cfg)
-    needed = steps * per_step
     rng = np.random.default_rng(seed)
-    order: list[int] = []
-    while len(order) < needed:
-        order.extend(rng.permutation(n_examples).tolist())
-    plan = []
-    for s in range(steps):
-        chunk = order[s * per_step : (s + 1) * per_step]
-        plan.append([chunk[m * cfg.batch_size : (m + 1) * cfg.batch_size] for m in range(cfg.grad_accum)])
-    return plan
+    micro: list[list[int]] = []
+    if groups is None:
+        order: list[int] = []
+        while len(order) < steps * per_step:
+            order.extend(rng.permutation(n_examples).tolist())
+        micro = [order[i : i + cfg.batch_size] for i in range(0, steps * per_step, cfg.batch_size)]
+    else:
+        g = np.asarray(groups)
+        while len(micro) < steps * cfg.grad_accum:
+            epoch: list[list[int]] = []
+            for gid in np.unique(g):
+                members = rng.permutation(np.flatnonzero(g == gid)).tolist()
+                epoch += [members[i : i + cfg.batch_size] for i in range(0, len(members), cfg.batch_size)]
+            micro += [epoch[i] for i in rng.permutation(len(epoch))]
+    return [micro[s * cfg.grad_accum : (s + 1) * cfg.grad_accum] for s in range(steps)]
 
 
 def total_steps(n_examples: int, cfg: OptimConfig) -> int:

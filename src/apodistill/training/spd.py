@@ -57,7 +57,7 @@ def build_examples(
             shown = [answers[i] for i in order]
             target = vote(shown, weights, findings, key[0]).text
             prompt = consensus_prompt(templates_dir, key[0], findings, format_context(shown, findings, context))
-            examples.append(Example(images_for(key, image_of), prompt, target, 1.0))
+            examples.append(Example(images_for(key, image_of), prompt, target, 1.0, group=1))
         counts["examples.consensus_format"] = n_cons
     counts["examples.total"] = len(examples)
     return examples, counts
@@ -162,7 +162,7 @@ def train_spd(
         model=model,
         optimizer=opt,
         scheduler=sched,
-        plan=batch_plan(len(examples), cfg.optim, seed),
+        plan=batch_plan(len(examples), cfg.optim, seed, groups=[int(e.group) for e in examples]),
         units_fn=sft.units,
         step_fn=sft.step,
         cfg=cfg.optim,
