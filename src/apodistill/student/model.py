@@ -114,13 +114,13 @@ def build_tiny_student(cfg: TinyStudentConfig, tokenizer: Any, seed: int = 0):
 def load_pretrained(name_or_path: str, dtype: str = "auto"):
     """A pretrained Qwen2.5-VL (local path or hub id already in the local cache) and its processor."""
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     cls = _processor_class()
     processor = cls(
-        image_processor=Qwen2VLImageProcessor.from_pretrained(name_or_path),
+        image_processor=Qwen2VLImageProcessorPil.from_pretrained(name_or_path),
         tokenizer=tokenizer,
         chat_template=tokenizer.chat_template,
     )

@@ -213,5 +213,11 @@ def write_curve(path: str | Path, rows: list[dict[str, float]]) -> None:
 
 
 def clear_checkpoints(ckpt_dir: str | Path) -> None:
-    """Remove checkpoints once the final model is saved (they are only for crash recovery)."""
+    """Remove checkpoints once the final model is saved (they are only for crash recovery).
+
+    The folder itself stays, with a note, because it is a declared (persistent) DVC output.
+    """
+    ckpt_dir = Path(ckpt_dir)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / "STATUS").write_text("finished: checkpoints removed after the final model was saved\n")

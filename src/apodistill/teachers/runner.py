@@ -1,0 +1,219 @@
+"""The teachers stage core: every teacher answers every study (and pair) it has not answered yet.
+
+Order of work, chosen so that nothing paid for is lost and nothing protected leaks:
+1. PHI guard over the whole roster, before any backend is built or any request made;
+2. requests built from the benchmark tables and prompt templates, keyed for the cache;
+3. only the keys missing from the cache are sent; each answer is committed as it arrives;
+4. the trajectory table is read back from the cache in request order, so a resumed run and
+   an uninterrupted one produce the same table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from apodistill.config.base import BaseConfig
+from apodistill.config.teachers import TeachersConfig
+from apodistill.findings import TrajectoryParseError, parse_trajectory
+from apodistill.teachers.backends import BACKENDS, Backend, Request, Result, RunContext
+from apodistill.teachers.cache import TeacherCache, record_key
+from apodistill.teachers.guard import check_phi
+from apodistill.teachers.prompts import build_requests, load_templates, prevalence
+from apodistill.teachers.stats import teacher_stats
+
+TRAJECTORY_COLUMNS = (
+    "record_id", "teacher", "model", "backend", "task", "study_id", "prior_study_id", "split",
+    "stream_index", "prompt_mode", "template", "text", "status", "reason", "latency_s",
+    "prompt_tokens", "completion_tokens",
+)
+
+
+@dataclass
+class TeachersOutput:
+    table: pd.DataFrame  # the trajectory table (common contract)
+    stats: dict[str, float]  # flat per-teacher metrics
+    requested: dict[str, int]  # requests sent in this run, per teacher
+    skipped: dict[str, int] = field(default_factory=dict)  # quarantined images left out
+
+
+@dataclass
+class Benchmark:
+    folder: Path
+    studies: pd.DataFrame
+    pairs: pd.DataFrame | None
+    quarantined: set[str]
+
+
+def load_benchmark(folder: str | Path, tasks: list[str]) -> Benchmark:
+    """Read the fetch stage's tables; pairs only when the pair task is asked for."""
+    folder = Path(folder)
+    studies = pd.read_parquet(folder / "studies.parquet")
+    pairs = None
+    if "pair" in tasks:
+        path = folder / "pairs.parquet"
+        if not path.is_file():
+            raise FileNotFoundError(f"teachers.tasks includes 'pair' but {path} does not exist")
+        pairs = pd.read_parquet(path)
+    q = folder / "image_quarantine.parquet"
+    quarantined = set(pd.read_parquet(q)["image_path"].astype(str)) if q.is_file() else set()
+    return Benchmark(folder, studies, pairs, quarantined)
+
+
+def _table_for(bench: Benchmark, task: str) -> tuple[pd.DataFrame, int]:
+    """Rows of the task with quarantined images left out (and how many were)."""
+    if task == "single":
+        t = bench.studies
+        bad = t["image_path"].astype(str).isin(bench.quarantined)
+    else:
+        t = bench.pairs
+        bad = t["prior_image_path"].astype(str).isin(bench.quarantined) | t["current_image_path"].astype(str).isin(bench.quarantined)
+    return t[~bad].reset_index(drop=True), int(bad.sum())
+
+
+def _key_requests(reqs: list[Request], backend: Backend, templates: dict[str, str], cache: TeacherCache) -> tuple[list[Request], list[Request]]:
+    """Fill in cache keys; split off requests whose image cannot be read (recorded as errors)."""
+    keyed, unreadable = [], []
+    spec = backend.spec
+    for req in reqs:
+        digests, missing = [], []
+        for p in req.image_paths:
+            if os.path.isfile(p):
+                digests.append(cache.image_digest(p))
+            else:
+                digests.append(f"missing:{p}")
+                missing.append(p)
+        key = record_key(req, spec.model, spec.backend, templates[req.template], digests, backend.answer_params(req))
+        (unreadable if missing else keyed).append(replace(req, key=key))
+    cache.commit()
+    return keyed, unreadable
+
+
+def _parse(result: Result, req: Request, findings: list[str]) -> tuple[dict[str, Any] | None, str | None]:
+    if result.status != "ok":
+        return None, None
+    try:
+        p = parse_trajectory(result.text, findings, req.task)
+    except TrajectoryParseError as err:
+        return None, err.reason
+    return {"think": p.think, "labels": p.labels}, None
+
+
+def run_teachers(
+    teachers: TeachersConfig,
+    base: BaseConfig,
+    source: str,
+    benchmark_dir: str | Path,
+    templates_dir: str | Path,
+    cache_path: str | Path,
+    progress: bool = True,
+) -> TeachersOutput:
+    """Ask every roster teacher about every study and pair it has not answered yet."""
+    check_phi(source, teachers, {t.name: BACKENDS.get(t.backend).sends_images_off_machine for t in teachers.roster})
+    templates = load_templates(templates_dir)
+    bench = load_benchmark(benchmark_dir, teachers.tasks)
+    findings = list(base.findings)
+    ctx = RunContext(seed=base.seed, findings=tuple(findings), prevalence=prevalence(bench.studies, findings), progress=progress)
+    cache = TeacherCache(cache_path)
+    backends = {spec.name: BACKENDS.get(spec.backend)(spec, ctx) for spec in teachers.roster}
+    all_reqs: list[Request] = []
+    todo: dict[str, list[Request]] = {}
+    unreadable: dict[str, list[Request]] = {}
+    skipped: dict[str, int] = {}
+    for spec in teachers.roster:
+        b = backends[spec.name]
+        for task in teachers.tasks:
+            table, n_bad = _table_for(bench, task)
+            skipped[task] = n_bad
+            reqs = build_requests(spec.name, spec.prompt_mode, task, table, bench.folder, templates, findings, b.drift_at())
+            keyed, bad = _key_requests(reqs, b, templates, cache)
+            all_reqs += keyed + bad
+            todo.setdefault(spec.name, []).extend(keyed)
+            unreadable.setdefault(spec.name, []).extend(bad)
+    keys = [r.key for r in all_reqs]
+    if len(set(keys)) != len(keys):
+        dup = pd.Series(keys).value_counts()
+        raise ValueError(f"{int((dup > 1).sum())} requests share a cache key: study ids repeat in the benchmark tables")
+    stored = cache.stored_keys(keys, include_errors=not teachers.retry_errors)
+    requested: dict[str, int] = {}
+    try:
+        coros = []
+        for i, spec in enumerate(teachers.roster):
+            missing = [r for r in todo[spec.name] if r.key not in stored]
+            bad = [r for r in unreadable[spec.name] if r.key not in stored]
+            requested[spec.name] = len(missing) + len(bad)
+            sink = _make_sink(cache, spec, findings, tqdm(total=len(missing) + len(bad), desc=spec.name, unit="req",
+                                                         position=i, disable=not progress, dynamic_ncols=True))
+            for r in bad:
+                sink(r, Result("", "error", "image_unreadable: " + ", ".join(p for p in r.image_paths if not Path(p).is_file())))
+            coros.append(_run_one(backends[spec.name], missing, sink, cache))
+        asyncio.run(_gather(coros))
+        table, parsed, truths = _assemble(cache, all_reqs)
+    finally:
+        for b in backends.values():
+            b.close()
+        cache.close()
+    stats = teacher_stats(table, parsed, truths, requested, findings)
+    stats.update({f"skipped_quarantined.{k}": v for k, v in skipped.items()})
+    stats["rows"] = len(table)
+    return TeachersOutput(table, stats, requested, skipped)
+
+
+async def _gather(coros) -> None:
+    await asyncio.gather(*coros)
+
+
+async def _run_one(backend: Backend, reqs: list[Request], sink, cache: TeacherCache) -> None:
+    if reqs:
+        await backend.run(reqs, sink)
+    cache.commit()
+    sink.bar.close()
+
+
+def _make_sink(cache: TeacherCache, spec, findings: list[str], bar):
+    counts = {"error": 0, "refused": 0}
+    every = BACKENDS.get(spec.backend).commit_every
+    n = [0]
+
+    def sink(req: Request, result: Result) -> None:
+        parsed, parse_error = _parse(result, req, findings)
+        n[0] += 1
+        cache.put(req, spec.model, spec.backend, result, parsed, parse_error, commit=n[0] % every == 0)
+        if result.status in counts:
+            counts[result.status] += 1
+            bar.set_postfix(counts, refresh=False)
+        bar.update(1)
+
+    sink.bar = bar
+    return sink
+
+
+def _assemble(cache: TeacherCache, reqs: list[Request]) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """The trajectory table in request order; a key absent from the cache is a bug, not a skip."""
+    rows = cache.rows(r.key for r in reqs)
+    lost = [r for r in reqs if r.key not in rows]
+    if lost:
+        by = pd.Series([r.teacher for r in lost]).value_counts().to_dict()
+        raise RuntimeError(f"{len(lost)} requests have no stored answer after the run (per teacher: {by})")
+    out, parsed, truths = [], [], []
+    for r in reqs:
+        c = rows[r.key]
+        out.append({
+            "record_id": r.key, "teacher": r.teacher, "model": c["model"], "backend": c["backend"],
+            "task": r.task, "study_id": r.study_id, "prior_study_id": r.prior_study_id, "split": r.split,
+            "stream_index": r.stream_index, "prompt_mode": r.prompt_mode, "template": r.template,
+            "text": c["text"], "status": c["status"], "reason": c["reason"], "latency_s": c["latency_s"],
+            "prompt_tokens": c["prompt_tokens"], "completion_tokens": c["completion_tokens"],
+        })
+        parsed.append(json.loads(c["parsed"])["labels"] if c["parsed"] else None)
+        truths.append(r.truth)
+    table = pd.DataFrame(out, columns=list(TRAJECTORY_COLUMNS))
+    table = table.astype({"stream_index": "int64", "prompt_tokens": "int64", "completion_tokens": "int64", "latency_s": "float64"})
+    return table, pd.Series(parsed, dtype=object), pd.Series(truths, dtype=object)
