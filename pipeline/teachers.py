@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     config = {"base": params.base.model_dump(mode="json"), "fetch.source": params.fetch.source,
               "teachers": params.teachers.model_dump(mode="json")}
     t0 = time.time()
+    if params.fetch.source == "cxr_max":
+        return import_released(args, config, seeds)
     try:
         result = run_teachers(params.teachers, params.base, params.fetch.source, args.benchmark,
                               args.templates, args.cache, progress=not args.no_progress)
@@ -79,6 +81,31 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.log_artifact(str(out / "provenance.json"))
     n = result.table["status"].value_counts().to_dict()
     print(f"teachers: {len(result.table)} rows ({n}), {sum(result.requested.values())} asked now, {wall:.1f} s")
+    return 0
+
+
+def import_released(args: argparse.Namespace, config: dict, seeds: dict) -> int:
+    """`fetch.source: cxr_max`: the released trajectories are the teachers' answers; no teacher is asked."""
+    import json
+
+    import pandas as pd
+
+    from apodistill.provenance import provenance, write_provenance
+
+    src = Path(args.benchmark) / "trajectories.parquet"
+    if not src.is_file():
+        print(f"error: {src} missing: the cxr_max fetch writes the released trajectories there", file=sys.stderr)
+        return 2
+    table = pd.read_parquet(src)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out / "trajectories.parquet", index=False)
+    write_provenance(out, provenance("teachers", config, seeds, rows=len(table), imported_from=str(src)))
+    counts = table.groupby(["teacher", "status"]).size()
+    stats = {f"{t}.{st}": int(n) for (t, st), n in counts.items()}
+    Path(args.stats).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.stats).write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    print(f"teachers: imported {len(table)} released CXR-MAX trajectories, no teacher asked")
     return 0
 
 
