@@ -1,42 +1,78 @@
-"""Stage `register`: log the APO student to MLflow as a pyfunc model and register it as
-`register.model_name` with alias `register.alias` (promotion to champion is separate).
+"""Stage `register`: log the APO student to MLflow as a pyfunc model (weights, processor,
+prompts, resolved params, evaluation metrics, model card) and register it as
+`register.model_name` with alias `register.alias`. Promotion to `champion` is a separate,
+gated step (`apodistill promote`). A student without evaluation metrics is refused (exit 2).
 
     python pipeline/register.py --params params.yaml --model models/apo \
-        --metrics reports/metrics.json --templates templates/student --out reports/register.json
+        --metrics reports/metrics.json --templates templates/student --out reports/register.json \
+        [--benchmark data/benchmark] [--system apo] [--card reports/model_card.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from apodistill.stage import load_or_exit
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in ("--params", "--model", "--metrics", "--templates", "--out"):
-        ap.add_argument(name, required=True)
-    args = ap.parse_args()
+    ap.add_argument("--params", required=True, help="params.yaml (reads base, register; the whole file is logged)")
+    ap.add_argument("--model", required=True, help="student folder to register (apo stage output)")
+    ap.add_argument("--metrics", required=True, help="evaluate stage metrics JSON (flat keys <system>.acc.mean, ...)")
+    ap.add_argument("--templates", required=True, help="student prompt templates (stored with the model)")
+    ap.add_argument("--out", required=True, help="JSON written with the registered name, version and URI")
+    ap.add_argument("--system", default="apo", help="name of this student in the metrics (evaluate's --student NAME=...)")
+    ap.add_argument("--benchmark", default=None, help="fetch output folder: its studies.parquet hash becomes the data_hash tag")
+    ap.add_argument("--card", default=None, help="also write the model card here (markdown)")
+    return ap.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     params = load_or_exit(args.params)
     cfg, base = params.register_, params.base
-    from apodistill.provenance import experiment_name, git_revision
-    from apodistill.serving.register import log_and_register
+
+    from apodistill.serving.register import MissingEvaluation, student_evaluation
+
+    metrics_path = Path(args.metrics)
+    if not metrics_path.is_file():
+        print(f"error: {metrics_path} not found; run the evaluate stage first (never registered without evaluation)", file=sys.stderr)
+        return 2
+    metrics = json.loads(metrics_path.read_text())
+    try:
+        student_evaluation(metrics, args.system)  # fail before MLflow is touched
+    except MissingEvaluation as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from apodistill.provenance import experiment_name, git_revision, provenance
+    from apodistill.serving.register import data_fingerprint, log_and_register
     from apodistill.tracking import stage_run
     from apodistill.training.data import task_prompt
 
-    metrics = json.loads(Path(args.metrics).read_text())
+    data_hash, data = data_fingerprint(args.benchmark) if args.benchmark else ("unknown", {})
     prompts = {t: task_prompt(args.templates, t, base.findings) for t in ("single", "pair")}
-    tags = {"git_revision": git_revision(), "dvc_experiment": experiment_name() or "workspace", "source": args.model}
+    tags = {"git_revision": git_revision(), "dvc_experiment": experiment_name() or "workspace",
+            "data_hash": data_hash, "source": args.model}
     with stage_run("register", base.mlflow_experiment, {"register": cfg.model_dump(mode="json")}):
-        result = log_and_register(args.model, prompts, base.findings, metrics, cfg.model_name, cfg.alias, tags, params.dump())
+        result = log_and_register(args.model, prompts, base.findings, metrics, cfg.model_name, cfg.alias, tags,
+                                  params.dump(), system=args.system, data=data, max_new_tokens=params.evaluate.max_new_tokens)
+    card = result.pop("model_card")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"registered {result['model_uri']} (version {result['version']})")
+    record = provenance("register", {"register": cfg.model_dump(mode="json")}, system=args.system, data_hash=data_hash)
+    out.write_text(json.dumps({**result, "provenance": record}, indent=2, default=str) + "\n")
+    if args.card:
+        Path(args.card).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.card).write_text(card)
+    print(f"registered {result['model_uri']} (version {result['version']}, {result['evaluation']}); "
+          f"promote with `apodistill promote`")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,6 +2,9 @@
 
     apodistill params check [params.yaml]   check a params file (exit 0 when valid)
     apodistill params show  [params.yaml]   print the resolved params with defaults filled in
+    apodistill promote                      move `champion` to `challenger` if it is better (gated)
+    apodistill predict IMAGE [--prior IMG]  trajectory and findings of a registered student
+    apodistill serve --model URI --port N   OpenAI-compatible /v1/chat/completions for the student
 
 Stages run through DVC (`dvc repro`); this CLI is for the steps around them.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -48,6 +52,124 @@ def params_show(file: Path = typer.Argument(Path("params.yaml"), help="Params fi
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(p.dump(), indent=2))
+
+
+DEFAULT_MODEL = "models:/apodistill-student@champion"
+
+
+def _register_config(params_file: Path):
+    """The ``register:`` section of ``params_file``; the defaults when the file does not exist."""
+    from apodistill.config import ParamsError, RegisterConfig, load_params
+
+    if not params_file.is_file():
+        return RegisterConfig()
+    try:
+        return load_params(params_file).register_
+    except ParamsError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def promote(
+    metric: Optional[str] = typer.Option(None, help="Eval key to compare (acc.mean, pair_acc.mean, apo.acc.mean, ...); default register.promote_metric."),
+    margin: Optional[float] = typer.Option(None, min=0, help="Smallest gain that promotes; default register.promote_margin."),
+    force: bool = typer.Option(False, "--force", help="Promote even if the gate refuses (needs --reason; never without an evaluation)."),
+    reason: Optional[str] = typer.Option(None, help="Why --force: recorded as the version tag promoted.reason."),
+    name: Optional[str] = typer.Option(None, help="Registered model; default register.model_name."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Where the register: defaults come from."),
+) -> None:
+    """Move alias `champion` to the `challenger` version when it is better by at least the margin.
+
+    Exit 0 promoted (or already champion), 1 refused by the gate, 2 usage error, 3 challenger
+    has no evaluation. Both numbers are printed either way.
+    """
+    from apodistill.serving.promote import promote as run_promote
+    from apodistill.serving.store import use_store
+
+    cfg = _register_config(params_file)
+    use_store()
+    d = run_promote(name or cfg.model_name, metric or cfg.promote_metric,
+                    cfg.promote_margin if margin is None else margin, force, reason, cfg.alias)
+    typer.echo(d.message)
+    raise typer.Exit(d.code)
+
+
+@app.command()
+def predict(
+    image: str = typer.Argument(..., help="Chest X-ray: a path, base64 text or data URL (the current study)."),
+    prior: Optional[str] = typer.Option(None, help="Prior study image: asks the prior/current (MS-CXR-T) question."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Model URI (models:/name@alias, models:/name/3, runs:/..., a pyfunc folder)."),
+    prompt: Optional[str] = typer.Option(None, help="Override the task prompt the student was trained on."),
+    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Generation limit (default: the registered one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+) -> None:
+    """Print the student's reasoning trajectory and parsed findings for IMAGE (research use only)."""
+    import pandas as pd
+
+    from mlflow.exceptions import MlflowException
+
+    from apodistill.serving.pyfunc import decode_image
+    from apodistill.serving.store import load_model
+
+    for value in (image, prior):  # fail before the seconds spent loading the model
+        try:
+            if value is not None:
+                decode_image(value)
+        except ValueError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+    row = {"image": image}
+    if prior:
+        row["prior_image"] = prior
+    if prompt:
+        row["prompt"] = prompt
+    try:
+        pyfunc, info = load_model(model)
+    except (MlflowException, OSError) as err:  # unknown model/alias, missing store or files: one readable line
+        typer.echo(f"error: cannot load {model}: {err}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        out = pyfunc.predict(pd.DataFrame([row]), params={"max_new_tokens": max_new_tokens} if max_new_tokens else None)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    r = out.iloc[0].to_dict()
+    findings = {k[len("answer_"):]: r[k] for k in out.columns if k.startswith("answer_")}
+    if as_json:
+        typer.echo(json.dumps({"model": info, "task": r["task"], "trajectory": r["trajectory"],
+                               "wellformed": bool(r["wellformed"]), "findings": findings}, indent=2))
+        return
+    typer.echo(r["trajectory"])
+    typer.echo("")
+    typer.echo(f"findings ({r['task']}, {'well-formed' if r['wellformed'] else 'NOT well-formed: answers missing'}):")
+    for f, v in findings.items():
+        typer.echo(f"  {f}: {v if v is not None else '-'}")
+
+
+@app.command()
+def serve(
+    model: str = typer.Option(DEFAULT_MODEL, help="Model URI to serve."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
+    host: str = typer.Option("127.0.0.1", help="Interface; 0.0.0.0 exposes it to the network (no authentication!)."),
+    max_body_mb: float = typer.Option(8.0, min=0.001, help="Largest request body in MiB (413 beyond)."),
+    max_tokens: int = typer.Option(256, min=1, help="Upper bound on generated tokens per request."),
+    prompt_mode: str = typer.Option("student", help="student: answer with the trained task prompt; client: use the request's text."),
+    served_name: Optional[str] = typer.Option(None, help="Model id in responses and /v1/models (default: name@alias)."),
+) -> None:
+    """Serve the student over an OpenAI-compatible API: /v1/chat/completions, /v1/models, /health."""
+    from apodistill.serving.server import MiB
+    from apodistill.serving.server import serve as run_serve
+
+    from mlflow.exceptions import MlflowException
+
+    if prompt_mode not in ("student", "client"):
+        raise typer.BadParameter("must be student or client", param_hint="--prompt-mode")
+    try:
+        run_serve(model, host, port, int(max_body_mb * MiB), max_tokens, prompt_mode, served_name)
+    except (MlflowException, OSError) as err:  # unknown model/alias, missing files, port in use
+        typer.echo(f"error: cannot serve {model}: {err}", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from apodistill.config._base import Section
@@ -12,8 +14,21 @@ class EvaluateConfig(Section):
     max_new_tokens: int = Field(96, gt=0, description="Generation length limit for students.")
     batch_size: int = Field(64, gt=0, description="Studies generated at once.")
     bootstrap: int = Field(1000, ge=0, description="Paired bootstrap resamples for 95% intervals (0: off).")
+    clinical_f1_uncertain: Literal["negative", "positive"] = Field(
+        "negative",
+        description="How the labeler's uncertain (-1) counts in clinical F1: negative (F1-CheXbert's default) or positive.",
+    )
+    examples: int = Field(8, ge=0, description="Studies where APO and SPD disagree shown, with their image, in the HTML report.")
 
 
 class RegisterConfig(Section):
     model_name: str = Field("apodistill-student", description="MLflow registered model name.")
     alias: str = Field("challenger", description="Alias given to the new version.")
+    promote_metric: str | None = Field(
+        None,
+        description="Metric `apodistill promote` compares (the student's own key, e.g. acc.mean, pair_acc.mean, "
+        "acc.pneumothorax; higher is better); null: pair_acc.mean when both versions have it, else acc.mean.",
+    )
+    promote_margin: float = Field(
+        0.01, ge=0, description="Smallest gain in promote_metric (absolute) that moves `champion` to the challenger.",
+    )

@@ -1,40 +1,55 @@
-"""The student as an MLflow pyfunc model (weights + processor + prompt templates).
+"""The student as an MLflow pyfunc model (weights + processor + prompts + params + metrics).
 
 mlflow.transformers mishandles Qwen2.5-VL processors, so the student is logged as a
-pyfunc with its folder as an artifact. Input: a DataFrame with ``image`` (a path or base64
-bytes of a PNG/JPEG), optional ``prior_image`` (for prior/current comparisons) and optional
-``prompt`` (defaults to the task's template). Output: ``trajectory``, ``wellformed`` and one
-``answer_<finding>`` column per finding.
+pyfunc with its folder as an artifact. Input: a DataFrame with ``image`` (a path, base64
+text of a PNG/JPEG, or a ``data:image/...;base64,`` URL), optional ``prior_image`` (then the
+task is the prior/current comparison) and optional ``prompt`` (default: the task prompt the
+student was trained on). Output: ``trajectory``, ``task``, ``wellformed`` and one
+``answer_<finding>`` column per finding (None when the trajectory does not parse).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
+
+_MAX_PATH_CHARS = 4096  # longer strings are data, never file names (and would raise ENAMETOOLONG)
 
 
 def decode_image(value: Any):
-    """A PIL image from a path, raw bytes, base64 text or a ``data:image/...;base64,`` URL."""
+    """A PIL image from a path, raw bytes, base64 text or a ``data:image/...;base64,`` URL.
+
+    Raises ValueError with a message fit for an API client on anything else.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(value, Image.Image):
+        return value
     if isinstance(value, (bytes, bytearray)):
         data = bytes(value)
     elif isinstance(value, str) and value.startswith("data:"):
-        header, _, b64 = value.partition(",")
+        header, sep, b64 = value.partition(",")
         if not header.startswith("data:image/"):
-            raise ValueError(f"not an image data URL ({header[:40]!r})")
-        data = base64.b64decode(b64, validate=False)
-    elif isinstance(value, str) and Path(value).is_file():
+            raise ValueError(f"not an image data URL (media type {header[5:].split(';')[0] or 'missing'!r}); expected data:image/png;base64,...")
+        if not sep or not header.endswith(";base64"):
+            raise ValueError("image data URL must be base64 encoded (data:image/png;base64,...)")
+        try:
+            data = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("image data URL holds invalid base64") from None
+    elif isinstance(value, str) and len(value) < _MAX_PATH_CHARS and Path(value).is_file():
         data = Path(value).read_bytes()
     elif isinstance(value, str):
         try:
             data = base64.b64decode(value, validate=True)
-        except ValueError:
+        except (binascii.Error, ValueError):
             raise ValueError(f"image is neither an existing path nor base64: {value[:60]!r}") from None
     else:
         raise ValueError(f"unsupported image value of type {type(value).__name__}")
@@ -42,45 +57,42 @@ def decode_image(value: Any):
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             return im.copy()
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot decode image: {err}") from None
 
 
 class StudentModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context: Any) -> None:
-        from apodistill.student import load_student, student_info
+    """Loads the student folder artifact into a :class:`~apodistill.serving.predictor.Predictor`."""
 
-        folder = context.artifacts["student"]
-        self.model, self.processor = load_student(folder)
-        self.model.eval()
+    def load_context(self, context):
+        from apodistill.serving.predictor import Predictor
+
         self.meta = json.loads(Path(context.artifacts["meta"]).read_text())
-        self.image_size = student_info(folder).get("image_size") or self.meta["image_size"]
+        self.predictor = Predictor.from_folder(context.artifacts["student"], self.meta)
+        self.artifacts = dict(context.artifacts)
 
-    def prompt_for(self, task: str) -> str:
-        return self.meta["prompts"][task]
-
-    def predict(self, context: Any, model_input: Any, params: dict | None = None):
-        import pandas as pd
-
-        from apodistill.evaluate import parse_predictions
-        from apodistill.student import generate, prepare_image
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        from apodistill.serving.predictor import Query
 
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in df:
             raise ValueError("input needs an 'image' column (path, base64 or data URL)")
         params = params or {}
-        max_new = int(params.get("max_new_tokens", self.meta.get("max_new_tokens", 96)))
-        images, prompts, tasks = [], [], []
-        for row in df.to_dict("records"):
-            cur = prepare_image(decode_image(row["image"]), self.image_size)
-            prior = row.get("prior_image")
-            task = "pair" if isinstance(prior, (str, bytes)) and prior else "single"
-            imgs = [prepare_image(decode_image(prior), self.image_size), cur] if task == "pair" else [cur]
-            images.append(imgs)
-            prompts.append(row.get("prompt") or self.prompt_for(task))
-            tasks.append(task)
-        texts = generate(self.model, self.processor, images, prompts, max_new)
-        out = pd.DataFrame({"task": tasks, "study_id": "", "prior_study_id": "", "text": texts})
-        out = parse_predictions(out, self.meta["findings"])
-        cols = ["text", "wellformed"] + [f"answer_{f}" for f in self.meta["findings"]]
-        return out[cols].rename(columns={"text": "trajectory"})
+        queries = [
+            Query(r["image"], _present(r.get("prior_image")), _present(r.get("prompt")))
+            for r in df.to_dict("records")
+        ]
+        answers = self.predictor.answer(queries, params.get("max_new_tokens"))
+        findings = self.predictor.findings
+        return pd.DataFrame(
+            [{"trajectory": a.trajectory, "task": a.task, "wellformed": a.wellformed,
+              **{f"answer_{f}": a.answers[f] for f in findings}} for a in answers],
+            columns=["trajectory", "task", "wellformed", *[f"answer_{f}" for f in findings]],
+        )
+
+
+def _present(value: Any) -> Any:
+    """Optional DataFrame cells arrive as None, NaN or "": all mean absent."""
+    if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value):
+        return None
+    return value
