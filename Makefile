@@ -27,9 +27,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q torch==2.13.0
 	$(VENV)/bin/python -m pip install -q -c constraints.txt -e .
-	@command -v java >/dev/null || { echo "installing a Java runtime (METEOR)"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends default-jre-headless) \
-	  || echo "WARNING: no Java runtime: METEOR will be reported as missing"; }
+	@missing=""; command -v java >/dev/null || missing="$$missing default-jre-headless"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then echo "installing system packages:$$missing (METEOR needs Java; Chromium renders reports)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) \
+	    || echo "WARNING: could not install$$missing: METEOR is reported as NaN and browser checks skip"; fi
 	$(VENV)/bin/dvc config core.analytics false
 	touch $(STAMP)
 

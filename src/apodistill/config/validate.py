@@ -13,7 +13,9 @@ class ValidateConfig(Section):
         pattern=r"^[a-z0-9_]+$",
         description="Expectation suite to run: <suites>/expectations/<suite>.yaml (hand-maintained, a DVC dep).",
     )
-    max_quarantine_fraction: float = Field(0.5, ge=0, le=1, description="Fail when a teacher loses more than this share of its rows.")
+    max_quarantine_fraction: float = Field(
+        0.5, ge=0, le=1, description="Fail when a teacher loses more than this share of its rows."
+    )
     min_think_chars: int = Field(10, ge=0, description="Shorter reasoning counts as empty/truncated.")
     max_chars: int = Field(4000, gt=0, description="Longer trajectories are quarantined (runaway generations).")
     min_length_ratio: float = Field(
