@@ -13,11 +13,13 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test setup ablation bench clean-runs help
+.PHONY: run test setup ablation bench screenshot help
 
 help:
 	@echo "make run   - set up (once) and run the whole pipeline: dvc repro"
 	@echo "make test  - set up (once) and run the test suite"
+	@echo "make ablation - queue and run SPD+APO (Plackett-Luce), pairwise DPO and several apo.beta, then compare"
+	@echo "make screenshot - render reports/index.html in headless Chromium to reports/index.png"
 	@echo "make bench - benchmarks in bench/ (numbers go to bench/README.md)"
 
 setup: $(STAMP)
@@ -44,3 +46,19 @@ test: $(STAMP)
 bench: $(STAMP)
 	python bench/apo_vs_trl.py
 	python bench/teachers_throughput.py
+
+# Ablation (docs/evaluation.md): one queued experiment per arm, run one after another, then side by side.
+# "SPD only" is the spd.* columns of every row: the spd stage reads no apo.* param, so all rows share one SPD model.
+ABLATION_BETAS ?= 0.05 0.2 0.5
+ABLATION_KEEP ?= ^(Experiment|(.*:)?(apo\.loss|apo\.beta|(spd|apo|best_teacher|majority_vote)\.(pair_acc|acc)\.mean|apo\.vs_(spd|best_teacher)\.(pair_acc|acc)\.(diff|ci_low|ci_high)))$$
+
+ablation: $(STAMP)
+	-dvc exp remove abl-apo-pl abl-pairwise $(foreach b,$(ABLATION_BETAS),abl-pl-beta-$(subst .,p,$(b))) >/dev/null 2>&1
+	dvc exp run --queue -n abl-apo-pl -S apo.loss=plackett_luce -S apo.beta=0.1
+	dvc exp run --queue -n abl-pairwise -S apo.loss=pairwise -S apo.beta=0.1
+	$(foreach b,$(ABLATION_BETAS),dvc exp run --queue -n abl-pl-beta-$(subst .,p,$(b)) -S apo.loss=plackett_luce -S apo.beta=$(b) &&) true
+	dvc exp run --run-all --jobs 1
+	dvc exp show --no-pager --md --drop '.*' --keep '$(ABLATION_KEEP)'
+
+screenshot: $(STAMP)
+	python -m apodistill.reporting.screenshot reports/index.html reports/index.png

@@ -1,11 +1,17 @@
 """Stage `evaluate`: per-finding top-1 accuracy of every teacher, the teachers' majority vote,
 the best single teacher and each student on the held-out split (single studies, and
-prior/current pairs when teachers answered them), report metrics of the reasoning text, and
-paired-bootstrap intervals of each student against SPD and against the best teacher.
+prior/current pairs when teachers answered them), report metrics and clinical F1 of the
+reasoning text, paired-bootstrap intervals of each student against SPD and against the best
+teacher; then the report (HTML, Markdown, charts, `dvc plots` data).
 
-    python pipeline/evaluate.py --params params.yaml --benchmark data/benchmark \
-        --trajectories data/trajectories --templates templates/student \
-        --student spd=models/spd --student apo=models/apo --out reports/eval --metrics reports/metrics.json
+    python pipeline/evaluate.py --params params.yaml --benchmark data/benchmark \\
+        --trajectories data/trajectories --templates templates/student \\
+        --student spd=models/spd --student apo=models/apo [--student pairwise=models/pairwise] \\
+        --out reports/eval --metrics reports/metrics.json \\
+        --report-templates templates/report --html reports/index.html --md reports/eval.md
+
+Students named spd, pairwise and apo fill the table's three ablation rows; an arm not passed is
+shown as "not run". Check the HTML renders: python -m apodistill.reporting.screenshot reports/index.html reports/index.png
 """
 
 from __future__ import annotations
@@ -15,101 +21,99 @@ from pathlib import Path
 
 from apodistill.stage import load_or_exit, write_metrics
 
-ACC = {"single": "acc", "pair": "pair_acc"}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name in ("--params", "--benchmark", "--trajectories", "--templates", "--out", "--metrics"):
         ap.add_argument(name, required=True)
     ap.add_argument("--student", action="append", default=[], help="NAME=FOLDER of a trained student (repeatable)")
+    ap.add_argument("--report-templates", help="folder with index.html.j2, eval.md.j2, published.yaml")
+    ap.add_argument("--html", help="self-contained HTML report to write")
+    ap.add_argument("--md", help="Markdown report to write (charts are linked from --out)")
     args = ap.parse_args()
+    if bool(args.html) != bool(args.md) or (args.html and not args.report_templates):
+        ap.error("--html and --md go together, with --report-templates")
+    students = [tuple(s.split("=", 1)) for s in args.student]
+    if any(len(s) != 2 for s in students):
+        ap.error(f"--student takes NAME=FOLDER, got {args.student}")
 
+    # setup
     params = load_or_exit(args.params)
     cfg, base = params.evaluate, params.base
     import mlflow
     import pandas as pd
 
     from apodistill import evaluate as ev
-    from apodistill.metrics import accuracy_per_finding, correctness, paired_bootstrap
-    from apodistill.metrics.reports import report_metrics
+    from apodistill.data import resolve_image
     from apodistill.provenance import provenance, seed_everything, write_provenance
-    from apodistill.student import load_student, student_info
+    from apodistill.reporting import ReportInputs, systems_in_order, write_report
+    from apodistill.student import load_student
     from apodistill.tracking import stage_run
     from apodistill.training.data import ImageStore, study_images, task_prompt
 
     seeds = seed_everything(base.seed)
-    findings = base.findings
+    findings = list(base.findings)
     config = {"base": base.model_dump(mode="json"), "evaluate": cfg.model_dump(mode="json")}
+
+    # data
     bench = Path(args.benchmark)
     studies = pd.read_parquet(bench / "studies.parquet")
     pairs = pd.read_parquet(bench / "pairs.parquet") if (bench / "pairs.parquet").is_file() else None
     traj = pd.read_parquet(Path(args.trajectories) / "trajectories.parquet")
     tasks = [t for t in ("single", "pair") if t in set(traj["task"])]
+    primary = ev.primary_task(tasks)
     gold = {t: ev.gold_for(t, studies, pairs, cfg.split) for t in tasks}
-    val_gold = {t: ev.gold_for(t, studies, pairs, "val") for t in tasks}
+    image_of = study_images(studies)
 
     with stage_run("evaluate", base.mlflow_experiment, config):
+        # work: every system's answers on the same gold rows
         preds: dict[str, pd.DataFrame] = {}
         tp = ev.teacher_predictions(traj, findings, cfg.split)
-        for t, g in tp.groupby("system"):
-            preds[f"teacher.{t}"] = g
+        first = traj.drop_duplicates("teacher")  # roster order
+        teachers = {t: f"{m} ({b})" for t, m, b in zip(first["teacher"], first["model"], first["backend"])}
+        for t in teachers:
+            preds[f"{ev.TEACHER}{t}"] = tp[tp["system"] == t]
         preds["majority_vote"] = ev.majority_vote(tp, findings)
-        # The best single teacher is chosen on val (single-study accuracy), never on test.
-        vp = ev.teacher_predictions(traj, findings, "val")
-        val_acc = {
-            t: accuracy_per_finding(ev.aligned(g, val_gold[tasks[0]], tasks[0], findings), val_gold[tasks[0]], findings, ev.TASK_KEY[tasks[0]])["acc.mean"]
-            for t, g in vp.groupby("system")
-        } if len(val_gold[tasks[0]]) else {}
-        best = max(sorted(val_acc), key=val_acc.get) if val_acc else sorted(tp["system"].unique())[0]
-        image_of = study_images(studies)
-        students = [s.split("=", 1) for s in args.student]
+        # The best single teacher is chosen on val, never on test.
+        val_gold = ev.gold_for(primary, studies, pairs, "val")
+        best, val_acc = ev.choose_best_teacher(ev.teacher_predictions(traj, findings, "val"), val_gold, primary, findings)
+        if best is None:
+            print(f"evaluate: no val {primary} examples: no best single teacher")
+        notes = {}
         for name, folder in students:
             model, processor = load_student(folder)
             model.eval()
-            images = ImageStore(bench, student_info(folder).get("image_size", params.spd.image_size))
+            images = ImageStore(bench, ev.student_image_size(folder))
             prompts = {task: task_prompt(args.templates, task, findings) for task in tasks}
             preds[name] = ev.student_predictions(model, processor, gold, image_of, images, prompts, cfg.max_new_tokens, cfg.batch_size, name, findings)
+            notes[name] = ev.describe_student(folder)
+        names = [n for n, _ in students]
+        scores = ev.score_systems(preds, gold, findings, best_teacher=best, students=names, bootstrap=cfg.bootstrap, seed=base.seed,
+                                  uncertain=cfg.clinical_f1_uncertain)  # fmt: skip
 
-        metrics: dict[str, float] = {}
-        corr: dict[tuple[str, str], pd.DataFrame] = {}
-        rows = []
-        for system, p in preds.items():
-            for task in tasks:
-                key, a = ev.TASK_KEY[task], ev.aligned(p, gold[task], task, findings)
-                acc = accuracy_per_finding(a, gold[task], findings, key)
-                corr[(system, task)] = correctness(a, gold[task], findings, key)
-                for k, v in acc.items():
-                    if k.startswith("acc."):
-                        metrics[f"{system}.{ACC[task]}.{k[4:]}"] = v
-                metrics[f"{system}.{task}_wellformed"] = acc["wellformed"]
-                if task == "single" and system != "majority_vote":
-                    rm = report_metrics(gold[task]["report"].fillna("").tolist(), a["think"].tolist())
-                    metrics.update({f"{system}.{k}": v for k, v in rm.items()})
-                rows.append(a.assign(system=system, task=task))
-        for task in tasks:
-            for k, v in list(metrics.items()):
-                prefix = f"teacher.{best}.{ACC[task]}."
-                if k.startswith(prefix):
-                    metrics[f"best_teacher.{ACC[task]}.{k[len(prefix):]}"] = v
-        for name, _ in students:
-            for ref, tag in (("spd", "spd"), (f"teacher.{best}", "best_teacher")):
-                if ref == name or ref not in preds:
-                    continue
-                for task in tasks:
-                    d, lo, hi = paired_bootstrap(corr[(name, task)].to_numpy(), corr[(ref, task)].to_numpy(), cfg.bootstrap, base.seed)
-                    pre = f"{name}.vs_{tag}.{ACC[task]}"
-                    metrics[f"{pre}.diff"], metrics[f"{pre}.ci_low"], metrics[f"{pre}.ci_high"] = d, lo, hi
-
+        # save
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        pd.concat(rows, ignore_index=True).to_parquet(out / "predictions.parquet", index=False)
-        (out / "best_teacher.txt").write_text(best + "\n")
-        write_provenance(out, provenance("evaluate", config, seeds, best_teacher=best, students=args.student))
-        write_metrics(args.metrics, metrics)
-        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})
-        summary = ", ".join(f"{s}={metrics.get(f'{s}.acc.mean', float('nan')):.3f}" for s in [n for n, _ in students] + ["majority_vote", "best_teacher"])
-        print(f"evaluate: mean accuracy on {cfg.split}: {summary} (best teacher on val: {best})")
+        scores.predictions.to_parquet(out / "predictions.parquet", index=False)
+        (out / "best_teacher.txt").write_text(f"{best or ''}\n")
+        record = provenance("evaluate", config, seeds, best_teacher=best, val_accuracy=val_acc, students=dict(notes), tasks=tasks)
+        write_provenance(out, record)
+        write_metrics(args.metrics, scores.metrics)
+        if args.html:
+            inputs = ReportInputs(
+                systems=systems_in_order(teachers, best, notes), tasks=tasks, findings=findings, split=cfg.split,
+                counts={t: len(g) for t, g in gold.items()}, best_teacher=best,
+                image_path=lambda s: resolve_image(bench, image_of[s]) if s in image_of else None,
+                reports=dict(zip(studies["study_id"], studies["report"].fillna(""))), examples=cfg.examples, provenance=record,
+            )  # fmt: skip
+            written = write_report(scores, inputs, args.report_templates, html=args.html, markdown=args.md, assets_dir=out)
+            for path in (written["html"], written["markdown"]):
+                mlflow.log_artifact(str(path))
+        mlflow.log_metrics({k: v for k, v in scores.metrics.items() if v == v})
+        summary = ", ".join(
+            f"{s}={scores.metrics.get(f'{s}.{ev.ACC[primary]}.mean', float('nan')):.3f}" for s in [*names, "majority_vote", "best_teacher"]
+        )
+        print(f"evaluate: mean {ev.ACC[primary]} on {cfg.split}: {summary} (best teacher on val: {best})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,100 @@
+"""Render reports/index.html in headless Chromium: a screenshot, and the rendered DOM's text.
+
+The documented check that the report renders and shows every system row (docs/evaluation.md):
+
+    python -m apodistill.reporting.screenshot reports/index.html reports/index.png
+
+Exit 0 with the PNG written; 1 when the page is missing or lacks a row; 3 when no Chromium is
+installed (Debian: ``apt-get install -y chromium``). The page is self-contained (inline CSS and
+base64 images), so an offline browser shows it complete.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_browser() -> str | None:
+    for name in BROWSERS:
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def _command(browser: str, *args: str) -> list[str]:
+    """Headless flags for a root, offline machine: no sandbox (root), no GPU, no network names."""
+    return [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
+            "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND", *args]  # fmt: skip
+
+
+def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
+    browser = find_browser()
+    if browser is None:
+        raise FileNotFoundError(f"no headless browser found (tried {', '.join(BROWSERS)}); apt-get install -y chromium")
+    proc = subprocess.run(_command(browser, *args), capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{browser} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return proc
+
+
+def screenshot(page: str | Path, out: str | Path, width: int = 1500, height: int = 3000, timeout_s: float = 120) -> Path:
+    """Write a PNG of ``page`` as Chromium renders it."""
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    _run([f"--window-size={width},{height}", f"--screenshot={out}", Path(page).resolve().as_uri()], timeout_s)
+    if not out.is_file():
+        raise RuntimeError(f"the browser exited cleanly but wrote no {out}")
+    return out
+
+
+def rendered_text(page: str | Path, timeout_s: float = 120) -> str:
+    """The text of the DOM after Chromium parsed and laid out the page (tags stripped)."""
+    html = _run(["--dump-dom", Path(page).resolve().as_uri()], timeout_s).stdout
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def missing_rows(text: str, rows: list[str]) -> list[str]:
+    return [r for r in rows if r not in text]
+
+
+# What the rendered page must show (issue 7: every system of the comparison).
+REQUIRED_ROWS = ["Majority vote of the teachers", "Best single teacher", "SPD only", "SPD + pairwise DPO", "SPD + consensus + APO", "(published)"]
+
+
+def check_report(page: str | Path, out: str | Path, rows: list[str] = REQUIRED_ROWS) -> list[str]:
+    """The rows the rendered page lacks; when none, the screenshot is written to ``out``."""
+    missing = missing_rows(rendered_text(page), rows)
+    if not missing:
+        screenshot(page, out)
+    return missing
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m apodistill.reporting.screenshot REPORT.html OUT.png", file=sys.stderr)
+        return 2
+    page, out = Path(args[0]), Path(args[1])
+    if not page.is_file():
+        print(f"error: {page} not found (run the evaluate stage first: dvc repro evaluate)", file=sys.stderr)
+        return 1
+    if find_browser() is None:
+        print("skipped: no Chromium on PATH (Debian: apt-get install -y chromium)", file=sys.stderr)
+        return 3
+    missing = check_report(page, out)
+    if missing:
+        print(f"error: the rendered page lacks rows {missing}", file=sys.stderr)
+        return 1
+    print(f"{out}: renders, with every row of the comparison ({', '.join(REQUIRED_ROWS)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
