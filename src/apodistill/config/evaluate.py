@@ -11,7 +11,7 @@ from apodistill.config._base import Section
 
 class EvaluateConfig(Section):
     split: str = Field("test", description="Split to evaluate on (never used for training or weights).")
-    max_new_tokens: int = Field(96, gt=0, description="Generation length limit for students.")
+    max_new_tokens: int = Field(224, gt=0, description="Generation length limit for students (tokens).")
     batch_size: int = Field(64, gt=0, description="Studies generated at once.")
     bootstrap: int = Field(1000, ge=0, description="Paired bootstrap resamples for 95% intervals (0: off).")
     clinical_f1_uncertain: Literal["negative", "positive"] = Field(

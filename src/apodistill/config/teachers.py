@@ -56,6 +56,11 @@ class TeachersConfig(Section):
         description="w_u per teacher name (every roster name exactly once), or 'auto' to set them from agreement on the train split.",
     )
     tasks: list[Literal["single", "pair"]] = Field(default_factory=lambda: ["single"], description="Which prompts teachers answer.")
+    conditioned_splits: list[Literal["train", "val", "test"]] = Field(
+        default_factory=list,
+        description="Splits on which every teacher is asked label-conditioned (explain the study's known labels), as in the paper's "
+        "CXR-MAX training data; other splits use each teacher's prompt_mode. Never put test here: teachers are compared on it.",
+    )
     retry_errors: bool = Field(True, description="A rerun asks again for answers that ended in error (refusals and ok answers are kept).")
 
     @model_validator(mode="after")

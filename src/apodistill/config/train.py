@@ -75,7 +75,7 @@ class SpdConfig(Section):
 class SelfDistillConfig(Section):
     method: Literal["in_context", "vote"] = Field("in_context", description="in_context: the student writes the consensus (paper); vote: w_u-weighted label vote.")
     context: Literal["full", "answers"] = Field("full", description="What of each teacher trajectory the student reads: full text, or its answer lines only.")
-    max_new_tokens: int = Field(96, gt=0, description="Consensus length limit.")
+    max_new_tokens: int = Field(224, gt=0, description="Consensus length limit (tokens).")
     do_sample: bool = Field(False, description="Sample the consensus (true) or decode greedily.")
     temperature: float = Field(0.7, gt=0, description="Sampling temperature when do_sample.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling when do_sample.")

@@ -133,6 +133,11 @@ def run_teachers(
             table, n_bad = _table_for(bench, task)
             skipped[task] = n_bad
             reqs = build_requests(spec.name, spec.prompt_mode, task, table, bench.folder, templates, findings, b.drift_at())
+            if teachers.conditioned_splits:
+                # The paper's training data: teachers explain the study's known labels on these
+                # splits; the other splits stay as configured (blind), for a fair comparison.
+                cond = build_requests(spec.name, "label_conditioned", task, table, bench.folder, templates, findings, b.drift_at())
+                reqs = [c if c.split in teachers.conditioned_splits else r for r, c in zip(reqs, cond)]
             keyed, bad = _key_requests(reqs, b, templates, cache)
             all_reqs += keyed + bad
             todo.setdefault(spec.name, []).extend(keyed)
