@@ -31,7 +31,7 @@ def main() -> None:
 
     from apodistill.provenance import provenance, seed_everything, write_provenance
     from apodistill.student import save_student, student_info
-    from apodistill.tracking import stage_run
+    from apodistill.tracking import log_curve, stage_run
     from apodistill.training.apo import build_candidates, ref_key, reference_logps, train_apo
     from apodistill.training.data import ImageStore
     from apodistill.training.loop import clear_checkpoints
@@ -84,8 +84,7 @@ def main() -> None:
             }
             write_metrics(args.metrics, metrics)
             mlflow.log_metrics(metrics)
-            for row in result.rows:
-                mlflow.log_metrics({f"apo.curve.{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+            log_curve(result.rows, "apo.curve")
             clear_checkpoints(args.checkpoints)
 
 

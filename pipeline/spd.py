@@ -33,7 +33,7 @@ def main() -> None:
     import pandas as pd
 
     from apodistill.provenance import provenance, seed_everything, write_provenance
-    from apodistill.tracking import stage_run
+    from apodistill.tracking import log_curve, stage_run
     from apodistill.training.data import ImageStore
     from apodistill.training.loop import clear_checkpoints
     from apodistill.training.spd import build_examples, train_spd
@@ -73,8 +73,7 @@ def main() -> None:
             }
             write_metrics(args.metrics, metrics)
             mlflow.log_metrics(metrics)
-            for row in result.rows:
-                mlflow.log_metrics({f"spd.curve.{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+            log_curve(result.rows, "spd.curve")
             clear_checkpoints(args.checkpoints)
 
 

@@ -74,3 +74,11 @@ def stage_run(stage: str, experiment: str, config: dict[str, Any]) -> Iterator[A
         for i in range(0, len(items), 100):
             mlflow.log_params(dict(items[i : i + 100]))
         yield run
+
+
+def log_curve(rows: list[dict[str, float]], prefix: str) -> None:
+    """Per-step training curves (``{"step": n, "loss": ...}`` rows) as MLflow metrics."""
+    import mlflow
+
+    for row in rows:
+        mlflow.log_metrics({f"{prefix}.{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))

@@ -11,53 +11,10 @@ base64 images), so an offline browser shows it complete.
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
-
-def find_browser() -> str | None:
-    for name in BROWSERS:
-        if path := shutil.which(name):
-            return path
-    return None
-
-
-def _command(browser: str, *args: str) -> list[str]:
-    """Headless flags for a root, offline machine: no sandbox (root), no GPU, no network names."""
-    return [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-            "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND", *args]  # fmt: skip
-
-
-def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
-    browser = find_browser()
-    if browser is None:
-        raise FileNotFoundError(f"no headless browser found (tried {', '.join(BROWSERS)}); apt-get install -y chromium")
-    proc = subprocess.run(_command(browser, *args), capture_output=True, text=True, timeout=timeout_s)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{browser} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    return proc
-
-
-def screenshot(page: str | Path, out: str | Path, width: int = 1500, height: int = 3000, timeout_s: float = 120) -> Path:
-    """Write a PNG of ``page`` as Chromium renders it."""
-    out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.unlink(missing_ok=True)
-    _run([f"--window-size={width},{height}", f"--screenshot={out}", Path(page).resolve().as_uri()], timeout_s)
-    if not out.is_file():
-        raise RuntimeError(f"the browser exited cleanly but wrote no {out}")
-    return out
-
-
-def rendered_text(page: str | Path, timeout_s: float = 120) -> str:
-    """The text of the DOM after Chromium parsed and laid out the page (tags stripped)."""
-    html = _run(["--dump-dom", Path(page).resolve().as_uri()], timeout_s).stdout
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+from apodistill.browser import find_browser, rendered_text, screenshot
 
 
 def missing_rows(text: str, rows: list[str]) -> list[str]:

@@ -11,47 +11,17 @@ is unstyled but complete.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+from apodistill.browser import BROWSERS, find_browser, headless_command, screenshot
 
-
-def find_browser() -> str | None:
-    """Path of the first Chromium-family browser on PATH, or None."""
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def headless_command(browser: str, *args: str) -> list[str]:
-    """Chromium headless flags for a root, offline machine: no sandbox (root), no GPU, and
-    every host name resolving to nothing, so the CDN assets fail at once instead of timing out."""
-    return [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--host-resolver-rules=MAP * ~NOTFOUND", *args]  # fmt: skip
+__all__ = ["BROWSERS", "find_browser", "headless_command", "screenshot", "validation_pages", "main"]
 
 
 def validation_pages(docs_dir: str | Path) -> list[Path]:
     """The validation-result pages of a Data Docs site, oldest first."""
     return sorted((Path(docs_dir) / "validations").rglob("*.html"))
-
-
-def screenshot(page: str | Path, out: str | Path, width: int = 1400, height: int = 2400, timeout_s: float = 120) -> Path:
-    """Render ``page`` headless and write a PNG to ``out``; raise if the browser fails."""
-    browser = find_browser()
-    if browser is None:
-        raise FileNotFoundError(f"no headless browser found (tried {', '.join(BROWSERS)}); apt-get install -y chromium")
-    out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = headless_command(browser, f"--window-size={width},{height}", f"--screenshot={out}", Path(page).resolve().as_uri())
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    if proc.returncode != 0 or not out.is_file():
-        raise RuntimeError(f"{browser} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
