@@ -22,6 +22,7 @@ def main() -> None:
     for name in ("--params", "--benchmark", "--trajectories", "--consensus", "--templates", "--ref-model", "--ref-cache",
                  "--out", "--checkpoints", "--metrics", "--curve"):
         ap.add_argument(name, required=True)
+    ap.add_argument("--pairwise-out", help="folder for the pairwise-DPO baseline (apo.pairwise_baseline)")
     args = ap.parse_args()
 
     params = load_or_exit(args.params)
@@ -64,6 +65,7 @@ def main() -> None:
             cfg, sets, ref_c, ref_r, args.ref_model, images, accelerator, args.checkpoints, args.curve, base.seed, key
         )
         seconds = time.time() - t1
+        metrics: dict[str, float] = {}
         if accelerator.is_main_process:
             save_student(
                 model, processor, args.out,
@@ -74,6 +76,7 @@ def main() -> None:
             last = result.rows[-1] if result.rows else {}
             n_neg = sum(sum(s.mask) for s in sets)
             metrics = {
+                **metrics,
                 "apo.steps": result.steps,
                 "apo.prompts": len(sets),
                 "apo.negatives_per_prompt": n_neg / len(sets),
@@ -82,10 +85,50 @@ def main() -> None:
                 "apo.train_seconds": round(seconds, 1),
                 **{f"apo.final_{k}": float(v) for k, v in last.items() if k != "step"},
             }
+            log_curve(result.rows, "apo.curve")
+        if args.pairwise_out:
+            metrics.update(pairwise_baseline(args, cfg, sets, ref_c, ref_r, images, key, base.seed, ref_info, config, seeds))
+        if accelerator.is_main_process:
             write_metrics(args.metrics, metrics)
             mlflow.log_metrics(metrics)
-            log_curve(result.rows, "apo.curve")
             clear_checkpoints(args.checkpoints)
+
+
+def pairwise_baseline(args, cfg, sets, ref_c, ref_r, images, key, seed, ref_info, config, seeds) -> dict:
+    """The paper's released variant (pairwise DPO) from the same reference, into --pairwise-out.
+
+    With `apo.pairwise_baseline: false` the folder only says so, and evaluate marks the row "not run".
+    """
+    from pathlib import Path
+
+    from apodistill.provenance import provenance, write_provenance
+    from apodistill.stage import make_accelerator
+    from apodistill.student import save_student
+    from apodistill.training.apo import train_apo
+
+    out = Path(args.pairwise_out)
+    if not cfg.pairwise_baseline:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "STATUS").write_text("not run: apo.pairwise_baseline is false\n")
+        return {}
+    pw = cfg.model_copy(update={"loss": "pairwise"})
+    accelerator = make_accelerator(pw.optim.bf16)  # a fresh one: save_state saves every model an instance prepared
+    t0 = time.time()
+    model, processor, result = train_apo(
+        pw, sets, ref_c, ref_r, args.ref_model, images, accelerator, str(Path(args.checkpoints) / "pairwise"), None, seed, key
+    )
+    if not accelerator.is_main_process:
+        return {}
+    save_student(
+        model, processor, out, base=args.ref_model if pw.lora.enabled else None,
+        extra={"stage": "apo", "image_size": ref_info.get("image_size"), "max_length": pw.max_length},
+    )
+    write_provenance(out, provenance("apo", {**config, "apo": pw.model_dump(mode="json")}, seeds, reference=args.ref_model))
+    last = result.rows[-1] if result.rows else {}
+    return {
+        "apo_pairwise.train_seconds": round(time.time() - t0, 1),
+        **{f"apo_pairwise.final_{k}": float(v) for k, v in last.items() if k != "step"},
+    }
 
 
 if __name__ == "__main__":

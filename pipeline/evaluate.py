@@ -36,6 +36,10 @@ def main() -> None:
     students = [tuple(s.split("=", 1)) for s in args.student]
     if any(len(s) != 2 for s in students):
         ap.error(f"--student takes NAME=FOLDER, got {args.student}")
+    # A declared student folder without a model (e.g. apo.pairwise_baseline: false) is a row "not run".
+    for name, folder in [s for s in students if not (Path(s[1]) / "student.json").is_file()]:
+        print(f"evaluate: no student in {folder}: {name} reported as not run")
+    students = [s for s in students if (Path(s[1]) / "student.json").is_file()]
 
     # setup
     params = load_or_exit(args.params)

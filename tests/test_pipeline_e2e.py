@@ -72,13 +72,14 @@ def test_metrics_cover_every_system(repo):
     dst, _ = repo
     m = json.loads((dst / "reports" / "metrics.json").read_text())
     params = yaml.safe_load((dst / "params.yaml").read_text())
-    systems = [f"teacher.{t['name']}" for t in params["teachers"]["roster"]] + ["spd", "apo", "majority_vote", "best_teacher"]
+    systems = [f"teacher.{t['name']}" for t in params["teachers"]["roster"]] + ["spd", "apo", "pairwise", "majority_vote", "best_teacher"]
     for s in systems:
         for f in params["base"]["findings"]:
             assert f"{s}.acc.{f}" in m, f"{s}.acc.{f} missing"
         assert 0.0 <= m[f"{s}.acc.mean"] <= 1.0
     assert "apo.bleu4" in m and "apo.rouge_l" in m
-    for stage in ("data/benchmark", "data/trajectories", "data/validated", "models/spd", "data/consensus", "models/apo", "reports/eval"):
+    for stage in ("data/benchmark", "data/trajectories", "data/validated", "models/spd", "data/consensus", "models/apo",
+                  "models/apo_pairwise", "reports/eval"):
         prov = json.loads((dst / stage / "provenance.json").read_text())
         assert prov["git_revision"] != "unknown" and prov["versions"]["torch"]
 

@@ -87,6 +87,11 @@ class ApoConfig(Section):
     beta: float = Field(0.1, gt=0, description="Reward scale in r = beta * log(pi/pi_ref).")
     loss: Literal["plackett_luce", "pairwise"] = Field("plackett_luce", description="plackett_luce: paper's N+1 softmax; pairwise: released script's DPO pairs.")
     weight_negatives: bool = Field(False, description="Scale each negative by its teacher's w_u (false reproduces the paper).")
+    pairwise_baseline: bool = Field(
+        False,
+        description="Also train the paper's released variant (pairwise DPO, one pair per teacher) from the same reference, "
+        "for the comparison table; the reference log-probs are shared, so it costs one more training run.",
+    )
     max_length: int = Field(256, gt=0, description="Tokens per candidate sequence.")
     ref_batch_size: int = Field(16, gt=0, description="Prompts per forward when computing the reference log-probs (no gradients: can be larger).")
     lora: LoraConfigSection = Field(default_factory=LoraConfigSection)
