@@ -113,18 +113,23 @@ def build_tiny_student(cfg: TinyStudentConfig, tokenizer: Any, seed: int = 0):
 
 def load_pretrained(name_or_path: str, dtype: str = "auto"):
     """A pretrained Qwen2.5-VL (local path or hub id already in the local cache) and its processor."""
-    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    cls = _processor_class()
-    processor = cls(
-        image_processor=Qwen2VLImageProcessorPil.from_pretrained(name_or_path),
+    return model, processor_from(name_or_path)
+
+
+def processor_from(folder: str | Path):
+    """The student processor from a saved folder or hub snapshot (tokenizer + image processor)."""
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return _processor_class()(
+        image_processor=Qwen2VLImageProcessorPil.from_pretrained(folder),
         tokenizer=tokenizer,
         chat_template=tokenizer.chat_template,
     )
-    return model, processor
 
 
 def apply_lora(model: Any, cfg: LoraConfigSection):
@@ -155,21 +160,14 @@ def load_student(path: str | Path, merge: bool = True, dtype: Any = None):
     default so the result is a plain model.
     """
     import torch
-    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     path = Path(path)
     info_file = path / STUDENT_FILE
     if not info_file.is_file():
         raise FileNotFoundError(f"{path}: not a student folder ({STUDENT_FILE} missing); expected the output of the spd or apo stage")
     info = json.loads(info_file.read_text())
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    cls = _processor_class()
-    processor = cls(
-        image_processor=Qwen2VLImageProcessorPil.from_pretrained(path),
-        tokenizer=tokenizer,
-        chat_template=tokenizer.chat_template,
-    )
+    processor = processor_from(path)
     if info["kind"] == "lora":
         from peft import PeftModel
 
