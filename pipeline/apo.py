@@ -1,4 +1,4 @@
-"""Stage `apo`: Autonomous Preference Optimization (METHOD.md Stage 3).
+"""Stage `apo`: Autonomous Preference Optimization (docs/method.md, stage 3).
 
 The consensus of each training study must beat all N teacher trajectories at once
 (Plackett-Luce over N+1 candidates; `apo.loss: pairwise` gives the released script's DPO

@@ -1,5 +1,5 @@
 """Stage `self_distill`: the SPD student reads every teacher's trajectory of a training study
-and writes one consensus (METHOD.md Stage 2), or a w_u-weighted vote (`self_distill.method`).
+and writes one consensus (docs/method.md, stage 2), or a w_u-weighted vote (`self_distill.method`).
 
     python pipeline/self_distill.py --params params.yaml --benchmark data/benchmark \
         --trajectories data/validated --model models/spd --templates templates/student \

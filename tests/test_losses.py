@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from apodistill.losses import (
     LOSSES,
     apo_loss,
-    mixture_kl_loss,
     sequence_logps,
     token_logps,
     weighted_sft_loss,
@@ -201,50 +200,3 @@ def test_weighted_sft_hand_example_and_normalizer():
     b, _ = weighted_sft_loss(_logits_from_probs(probs[1:]), labels[1:], w[1:], normalizer=7.0)
     assert (a + b).item() == pytest.approx(loss.item(), abs=1e-12)
 
-
-def _kl_inputs():
-    """B=1, T=2 (token 1 supervised), U=2 teachers, K=2, V=4.
-
-    Teacher A top-2 at token 1: ids (0, 1), log-probs log(0.6), log(0.2) -> renormalised (0.75, 0.25).
-    Teacher B: ids (1, 2), probs (0.5, 0.5) (mass 1). Weights (3, 1) -> w~ = (0.75, 0.25).
-    p_mix = {0: 0.5625, 1: 0.1875 + 0.125 = 0.3125, 2: 0.125}.
-    """
-    lp = t([[[[0.0, 0.0], [math.log(0.6), math.log(0.2)]], [[0.0, 0.0], [math.log(0.5), math.log(0.5)]]]])
-    ids = torch.tensor([[[[0, 0], [0, 1]], [[0, 0], [1, 2]]]])
-    return lp, ids, t([3.0, 1.0]), torch.tensor([[False, True]])
-
-
-P_MIX = {0: 0.5625, 1: 0.3125, 2: 0.125}
-
-
-def test_mixture_kl_zero_at_the_mixture():
-    lp, ids, w, mask = _kl_inputs()
-    student = torch.full((1, 2, 4), float("-inf"), dtype=D)
-    student[0, 1] = 5.0  # position 1 predicts nothing supervised
-    for v, p in P_MIX.items():
-        student[0, 0, v] = math.log(p)
-    loss, m = mixture_kl_loss(student, lp, ids, w, mask)
-    assert loss.item() == pytest.approx(0.0, abs=1e-12)
-    assert float(m["tokens"]) == 1.0
-    assert float(m["topk_mass"]) == pytest.approx((0.8 + 1.0) / 2)
-
-
-def test_mixture_kl_hand_example():
-    lp, ids, w, mask = _kl_inputs()
-    student = torch.zeros(1, 2, 4, dtype=D, requires_grad=True)  # uniform q = 1/4
-    loss, _ = mixture_kl_loss(student, lp, ids, w, mask)
-    expect = sum(p * (math.log(p) - math.log(0.25)) for p in P_MIX.values())
-    assert loss.item() == pytest.approx(expect, abs=1e-12) and loss.item() > 0
-    loss.backward()
-    # d KL / d logits = q - p_mix over the whole vocabulary (q uniform 1/4; id 3 is outside the union).
-    assert student.grad[0, 0].tolist() == pytest.approx([0.25 - 0.5625, 0.25 - 0.3125, 0.25 - 0.125, 0.25], abs=1e-12)
-    assert student.grad[0, 1].abs().sum() == 0
-
-
-def test_mixture_kl_absent_teacher_is_renormalised_away():
-    lp, ids, w, mask = _kl_inputs()
-    lp[0, 1, 1] = float("-inf")  # teacher B did not score token 1: p_mix = teacher A alone
-    student = torch.zeros(1, 2, 4, dtype=D)
-    loss, _ = mixture_kl_loss(student, lp, ids, w, mask)
-    expect = 0.75 * math.log(0.75 / 0.25) + 0.25 * math.log(0.25 / 0.25)
-    assert loss.item() == pytest.approx(expect, abs=1e-12)

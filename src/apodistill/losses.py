@@ -1,12 +1,10 @@
-"""Training losses as small pure torch functions (METHOD.md, Stage 1 and Stage 3).
+"""Training losses as small pure torch functions (docs/method.md, stages 1 and 3).
 
 - ``apo_loss``: APO, the paper's Plackett-Luce top-1 loss over the consensus and the N raw
   teacher trajectories (``plackett_luce``), or the released script's pairwise sigmoid DPO
   (``pairwise``). Kinds are registered by name in ``LOSSES``.
 - ``token_logps`` / ``sequence_logps``: log-probabilities of label tokens under causal shift.
 - ``weighted_sft_loss``: SPD with black-box teachers, token cross-entropy weighted by w_u.
-- ``mixture_kl_loss``: SPD with white-box teachers, token KL to the w_u-weighted mixture of
-  the teachers' top-k distributions.
 
 Every function takes tensors and returns tensors; nothing here knows about models, batches
 on disk or configs, so each loss can be checked against hand-computed numbers.
@@ -99,7 +97,7 @@ def apo_loss(
     kind: str = "plackett_luce",
     rejected_mask=None,
 ):
-    """APO loss (METHOD.md Stage 3) for a batch of prompts, each with one chosen and N rejected.
+    """APO loss (docs/method.md, stage 3) for a batch of prompts, each with one chosen and N rejected.
 
     Rewards are r = beta * (log pi_theta(t) - log pi_ref(t)) for the chosen (consensus)
     sequence, shape (B,), and each rejected (teacher) sequence, shape (B, N). ``kind`` picks a
@@ -234,70 +232,3 @@ def weighted_sft_loss(logits, labels, example_weights, ignore_index: int = -100,
     }
     return loss, metrics
 
-
-def mixture_kl_loss(student_logits, teacher_topk_logprobs, teacher_topk_ids, teacher_weights, labels_mask):
-    """SPD loss for white-box teachers: token KL(p_mix || q_student) on supervised tokens.
-
-    Every teacher u scores the same sequence b (teacher forcing) and gives its top-k
-    log-probs at each position: ``teacher_topk_*`` (B, U, T, K), entry t being the
-    distribution over token t, aligned like the labels. The student's distribution over
-    token t is softmax(student_logits[:, t-1]) (the causal shift of ``token_logps``);
-    ``labels_mask`` (B, T) bool marks supervised tokens (position 0 is never predicted).
-
-        p_u(v)   = exp lp_u(v) / sum_{k in topk_u} exp lp_u(k)   (v in topk_u, else 0)
-        p_mix(v) = sum_u w~_u p_u(v),   w~_u = w_u / sum_u' w_u'
-        KL       = sum_{v in union of top-k ids} p_mix(v) * (log p_mix(v) - log q(v))
-
-    Approximation: each teacher's mass outside its top-k is dropped and its top-k is
-    renormalised to 1, so p_mix lives on the union of the teachers' top-k ids; q is the
-    student's full softmax, so mass it puts outside the union is penalised through lower
-    log q on the union. The minimiser of sum_u w_u KL(pi_u || q) is the mixture (METHOD.md
-    Stage 1); this is that, on the truncated teachers. Ids must be in the student's
-    vocabulary (same tokenizer). A teacher whose K log-probs at a position are all -inf is
-    absent there and the others' weights are renormalised; a position with no teacher is
-    skipped. Returns (mean KL over counted tokens, metrics): ``kl``, ``tokens``, and
-    ``topk_mass`` = mean teacher top-k mass before renormalisation (how much the truncation
-    dropped: 1 means nothing).
-    """
-    import torch
-
-    lp = _at_least_float32(teacher_topk_logprobs[:, :, 1:])  # (B, U, T-1, K), tokens 1..T-1
-    ids = teacher_topk_ids[:, :, 1:]
-    logits = student_logits[:, :-1]  # (B, T-1, V), predicts tokens 1..T-1
-    batch, n_teachers, _, k = lp.shape
-    w = torch.as_tensor(teacher_weights, dtype=lp.dtype, device=lp.device)
-    if w.shape != (n_teachers,) or (w < 0).any() or not torch.isfinite(w).all():
-        raise ValueError(f"teacher_weights must be ({n_teachers},), finite and >= 0")
-
-    present = torch.isfinite(lp).any(dim=-1) & (w.view(1, -1, 1) > 0)  # (B, U, T-1)
-    w_eff = w.view(1, -1, 1) * present.to(lp.dtype)
-    w_tot = w_eff.sum(dim=1, keepdim=True)
-    w_norm = w_eff / w_tot.clamp_min(torch.finfo(lp.dtype).tiny)
-    p_u = torch.softmax(torch.where(present.unsqueeze(-1), lp, torch.zeros_like(lp)), dim=-1)
-    p_u = torch.where(torch.isfinite(lp), p_u, torch.zeros_like(p_u))
-    prob = w_norm.unsqueeze(-1) * p_u  # each candidate's share of p_mix
-
-    # Candidates are the U*K (teacher, rank) slots per token; ids repeat across teachers.
-    prob = prob.permute(0, 2, 1, 3).reshape(batch, -1, n_teachers * k)  # (B, T-1, U*K)
-    cand_ids = ids.permute(0, 2, 1, 3).reshape(batch, -1, n_teachers * k)
-    live = prob > 0
-    same = (cand_ids.unsqueeze(-1) == cand_ids.unsqueeze(-2)) & live.unsqueeze(-2)
-    p_mix_at = (same.to(prob.dtype) * prob.unsqueeze(-2)).sum(dim=-1)  # p_mix(id of candidate c)
-
-    log_q = torch.log_softmax(_at_least_float32(logits), dim=-1).gather(-1, cand_ids.clamp_min(0))
-    cross = torch.where(live, prob * log_q, torch.zeros_like(prob)).sum(dim=-1)
-    neg_entropy = torch.xlogy(prob, p_mix_at).sum(dim=-1)
-    kl_t = neg_entropy - cross  # (B, T-1)
-
-    counted = labels_mask[:, 1:].to(torch.bool) & (w_tot.squeeze(1) > 0)
-    n = counted.sum()
-    loss = torch.where(counted, kl_t, torch.zeros_like(kl_t)).sum() / n.clamp_min(1)
-    with torch.no_grad():
-        mass = torch.exp(lp).sum(dim=-1)  # (B, U, T-1); -inf -> 0
-        mass_sel = present & counted.unsqueeze(1)
-        metrics = {
-            "kl": loss.detach(),
-            "tokens": n.detach().float(),
-            "topk_mass": (mass * mass_sel).sum() / mass_sel.sum().clamp_min(1),
-        }
-    return loss, metrics

@@ -1,7 +1,7 @@
 """The seven simulated teacher profiles, calibrated to the paper's per-teacher accuracies.
 
 Each profile answers *blind* with a per-finding accuracy table whose mean is the paper's
-MS-CXR-T average for that teacher (METHOD.md): GPT-5 .75, GLM-4.5V .69, Qwen-VL-Max .64,
+MS-CXR-T average for that teacher (docs/method.md): GPT-5 .75, GLM-4.5V .69, Qwen-VL-Max .64,
 Grok-4 .56, Gemini-2.5 .53, Moonshot .48, Sonnet-4 .47.
 
 What "accuracy" means here:

@@ -1,7 +1,7 @@
 """Stage 3, Autonomous Preference Optimization (APO, "critique").
 
 Per prompt the consensus t+ must beat every raw teacher trajectory at once (Plackett-Luce
-top-1 over N+1 candidates, METHOD.md). Cost: the N+1 candidate sequences of a prompt go
+top-1 over N+1 candidates, docs/method.md stage 3). Cost: the N+1 candidate sequences of a prompt go
 through the policy in one batched forward, the chosen one once (not once per pair), and
 the reference (SPD) log-probs are computed once, stored, and reused while their inputs
 are unchanged (e.g. by every `dvc exp` that only changes apo.beta or the learning rate).

@@ -1,7 +1,7 @@
 """Stage 1, supervised pre-distillation (SPD, "learn").
 
 With black-box teachers, argmin_q sum_u w_u KL(pi_u || q) is fine-tuning on the pooled
-teacher trajectories with each teacher's examples weighted by w_u (METHOD.md, Stage 1).
+teacher trajectories with each teacher's examples weighted by w_u (docs/method.md, stage 1).
 """
 
 from __future__ import annotations
