@@ -6,12 +6,13 @@ teacher; then the report (HTML, Markdown, charts, `dvc plots` data).
 
     python pipeline/evaluate.py --params params.yaml --benchmark data/benchmark \\
         --trajectories data/trajectories --templates templates/student \\
-        --student spd=models/spd --student apo=models/apo [--student pairwise=models/pairwise] \\
+        --student spd=models/spd --student apo=models/apo [--student pairwise=models/apo_pairwise] \\
         --out reports/eval --metrics reports/metrics.json \\
         --report-templates templates/report --html reports/index.html --md reports/eval.md
 
-Students named spd, pairwise and apo fill the table's three ablation rows; an arm not passed is
-shown as "not run". Check the HTML renders: python -m apodistill.reporting.screenshot reports/index.html reports/index.png
+Students named spd, pairwise and apo fill the table's three ablation rows; an arm not passed
+(or a folder without a student, e.g. apo.pairwise_baseline: false) is shown as "not run".
+Check the HTML renders: python -m apodistill.reporting.screenshot reports/index.html reports/index.png
 """
 
 from __future__ import annotations
@@ -19,45 +20,46 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from apodistill.stage import load_or_exit, write_metrics
+from apodistill.stage import Stage, stage_parser
+
+READS = ("base.seed", "base.findings", "evaluate")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in ("--params", "--benchmark", "--trajectories", "--templates", "--out", "--metrics"):
-        ap.add_argument(name, required=True)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = stage_parser(__doc__)
+    ap.add_argument("--benchmark", required=True, help="fetch output folder (studies.parquet, pairs.parquet, images)")
+    ap.add_argument("--trajectories", required=True, help="teachers output folder (every teacher's answers, unfiltered)")
+    ap.add_argument("--templates", required=True, help="student prompt templates folder")
+    ap.add_argument("--out", required=True, help="folder for predictions, plot data and charts")
+    ap.add_argument("--metrics", required=True, help="flat JSON metrics to write")
     ap.add_argument("--student", action="append", default=[], help="NAME=FOLDER of a trained student (repeatable)")
     ap.add_argument("--report-templates", help="folder with index.html.j2, eval.md.j2, published.yaml")
     ap.add_argument("--html", help="self-contained HTML report to write")
     ap.add_argument("--md", help="Markdown report to write (charts are linked from --out)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if bool(args.html) != bool(args.md) or (args.html and not args.report_templates):
         ap.error("--html and --md go together, with --report-templates")
-    students = [tuple(s.split("=", 1)) for s in args.student]
-    if any(len(s) != 2 for s in students):
+    args.student = [tuple(s.split("=", 1)) for s in args.student]
+    if any(len(s) != 2 for s in args.student):
         ap.error(f"--student takes NAME=FOLDER, got {args.student}")
-    # A declared student folder without a model (e.g. apo.pairwise_baseline: false) is a row "not run".
-    for name, folder in [s for s in students if not (Path(s[1]) / "student.json").is_file()]:
-        print(f"evaluate: no student in {folder}: {name} reported as not run")
-    students = [s for s in students if (Path(s[1]) / "student.json").is_file()]
+    return args
 
-    # setup
-    params = load_or_exit(args.params)
-    cfg, base = params.evaluate, params.base
-    import mlflow
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    st = Stage.begin("evaluate", args, READS, torch=True)
+    cfg, base, findings = st.params.evaluate, st.params.base, list(st.params.base.findings)
     import pandas as pd
 
     from apodistill import evaluate as ev
     from apodistill.data import resolve_image
-    from apodistill.provenance import provenance, seed_everything, write_provenance
     from apodistill.reporting import ReportInputs, systems_in_order, write_report
     from apodistill.student import load_student
-    from apodistill.tracking import stage_run
     from apodistill.training.data import ImageStore, study_images, task_prompt
 
-    seeds = seed_everything(base.seed)
-    findings = list(base.findings)
-    config = {"base": base.model_dump(mode="json"), "evaluate": cfg.model_dump(mode="json")}
+    for name, folder in [s for s in args.student if not (Path(s[1]) / "student.json").is_file()]:
+        print(f"evaluate: no student in {folder}: {name} reported as not run")
+    students = [s for s in args.student if (Path(s[1]) / "student.json").is_file()]
 
     # data
     bench = Path(args.benchmark)
@@ -69,56 +71,60 @@ def main() -> None:
     gold = {t: ev.gold_for(t, studies, pairs, cfg.split) for t in tasks}
     image_of = study_images(studies)
 
-    with stage_run("evaluate", base.mlflow_experiment, config):
-        # work: every system's answers on the same gold rows
-        preds: dict[str, pd.DataFrame] = {}
-        tp = ev.teacher_predictions(traj, findings, cfg.split)
-        first = traj.drop_duplicates("teacher")  # roster order
-        teachers = {t: f"{m} ({b})" for t, m, b in zip(first["teacher"], first["model"], first["backend"])}
-        for t in teachers:
-            preds[f"{ev.TEACHER}{t}"] = tp[tp["system"] == t]
-        preds["majority_vote"] = ev.majority_vote(tp, findings)
-        # The best single teacher is chosen on val, never on test.
-        val_gold = ev.gold_for(primary, studies, pairs, "val")
-        best, val_acc = ev.choose_best_teacher(ev.teacher_predictions(traj, findings, "val"), val_gold, primary, findings)
-        if best is None:
-            print(f"evaluate: no val {primary} examples: no best single teacher")
-        notes = {}
-        for name, folder in students:
-            model, processor = load_student(folder)
-            model.eval()
-            images = ImageStore(bench, ev.student_image_size(folder))
-            prompts = {task: task_prompt(args.templates, task, findings) for task in tasks}
-            preds[name] = ev.student_predictions(model, processor, gold, image_of, images, prompts, cfg.max_new_tokens, cfg.batch_size, name, findings)
-            notes[name] = ev.describe_student(folder)
-        names = [n for n, _ in students]
-        scores = ev.score_systems(preds, gold, findings, best_teacher=best, students=names, bootstrap=cfg.bootstrap, seed=base.seed,
-                                  uncertain=cfg.clinical_f1_uncertain)  # fmt: skip
+    # work: every system's answers on the same gold rows
+    preds: dict[str, pd.DataFrame] = {}
+    tp = ev.teacher_predictions(traj, findings, cfg.split)
+    first = traj.drop_duplicates("teacher")  # roster order
+    teachers = {t: f"{m} ({b})" for t, m, b in zip(first["teacher"], first["model"], first["backend"])}
+    for t in teachers:
+        preds[f"{ev.TEACHER}{t}"] = tp[tp["system"] == t]
+    preds["majority_vote"] = ev.majority_vote(tp, findings)
+    # The best single teacher is chosen on val, never on test.
+    val_gold = ev.gold_for(primary, studies, pairs, "val")
+    best, val_acc = ev.choose_best_teacher(ev.teacher_predictions(traj, findings, "val"), val_gold, primary, findings)
+    if best is None:
+        print(f"evaluate: no val {primary} examples: no best single teacher")
+    notes = {}
+    for name, folder in students:
+        model, processor = load_student(folder)
+        model.eval()
+        images = ImageStore(bench, ev.student_image_size(folder))
+        prompts = {task: task_prompt(args.templates, task, findings) for task in tasks}
+        preds[name] = ev.student_predictions(model, processor, gold, image_of, images, prompts, cfg.max_new_tokens, cfg.batch_size, name, findings)
+        notes[name] = ev.describe_student(folder)
+    names = [n for n, _ in students]
+    scores = ev.score_systems(preds, gold, findings, best_teacher=best, students=names, bootstrap=cfg.bootstrap, seed=base.seed,
+                              uncertain=cfg.clinical_f1_uncertain)  # fmt: skip
 
-        # save
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        scores.predictions.to_parquet(out / "predictions.parquet", index=False)
-        (out / "best_teacher.txt").write_text(f"{best or ''}\n")
-        record = provenance("evaluate", config, seeds, best_teacher=best, val_accuracy=val_acc, students=dict(notes), tasks=tasks)
-        write_provenance(out, record)
-        write_metrics(args.metrics, scores.metrics)
-        if args.html:
-            inputs = ReportInputs(
-                systems=systems_in_order(teachers, best, notes), tasks=tasks, findings=findings, split=cfg.split,
-                counts={t: len(g) for t, g in gold.items()}, best_teacher=best,
-                image_path=lambda s: resolve_image(bench, image_of[s]) if s in image_of else None,
-                reports=dict(zip(studies["study_id"], studies["report"].fillna(""))), examples=cfg.examples, provenance=record,
-            )  # fmt: skip
-            written = write_report(scores, inputs, args.report_templates, html=args.html, markdown=args.md, assets_dir=out)
-            for path in (written["html"], written["markdown"]):
-                mlflow.log_artifact(str(path))
-        mlflow.log_metrics({k: v for k, v in scores.metrics.items() if v == v})
-        summary = ", ".join(
-            f"{s}={scores.metrics.get(f'{s}.{ev.ACC[primary]}.mean', float('nan')):.3f}" for s in [*names, "majority_vote", "best_teacher"]
-        )
-        print(f"evaluate: mean {ev.ACC[primary]} on {cfg.split}: {summary} (best teacher on val: {best})")
+    # save
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scores.predictions.to_parquet(out / "predictions.parquet", index=False)
+    (out / "best_teacher.txt").write_text(f"{best or ''}\n")
+    facts = dict(best_teacher=best, val_accuracy=val_acc, students=dict(notes), tasks=tasks)
+    st.save(out, **facts)
+    artifacts = []
+    if args.html:
+        from apodistill.provenance import volatile
+
+        inputs = ReportInputs(
+            systems=systems_in_order(teachers, best, notes), tasks=tasks, findings=findings, split=cfg.split,
+            counts={t: len(g) for t, g in gold.items()}, best_teacher=best,
+            image_path=lambda s: resolve_image(bench, image_of[s]) if s in image_of else None,
+            reports=dict(zip(studies["study_id"], studies["report"].fillna(""))), examples=cfg.examples,
+            provenance={**st.record(**facts), **volatile("evaluate")},  # the report says which code made it
+        )  # fmt: skip
+        written = write_report(scores, inputs, args.report_templates, html=args.html, markdown=args.md, assets_dir=out)
+        artifacts = [written["html"], written["markdown"]]
+
+    # log
+    st.finish(scores.metrics, args.metrics, artifacts=artifacts)
+    summary = ", ".join(
+        f"{s}={scores.metrics.get(f'{s}.{ev.ACC[primary]}.mean', float('nan')):.3f}" for s in [*names, "majority_vote", "best_teacher"]
+    )
+    print(f"evaluate: mean {ev.ACC[primary]} on {cfg.split}: {summary} (best teacher on val: {best})")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -3,8 +3,8 @@ prompts, resolved params, evaluation metrics, model card) and register it as
 `register.model_name` with alias `register.alias`. Promotion to `champion` is a separate,
 gated step (`apodistill promote`). A student without evaluation metrics is refused (exit 2).
 
-    python pipeline/register.py --params params.yaml --model models/apo \
-        --metrics reports/metrics.json --templates templates/student --out reports/register.json \
+    python pipeline/register.py --params params.yaml --model models/apo \\
+        --metrics reports/metrics.json --templates templates/student --out reports/register.json \\
         [--benchmark data/benchmark] [--system apo] [--card reports/model_card.md]
 """
 
@@ -15,12 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-from apodistill.stage import load_or_exit
+from apodistill.stage import Stage, stage_parser
+
+READS = ("base.findings", "evaluate.max_new_tokens", "register.model_name", "register.alias")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", required=True, help="params.yaml (reads base, register; the whole file is logged)")
+    ap = stage_parser(__doc__, mlflow_optional=False)
     ap.add_argument("--model", required=True, help="student folder to register (apo stage output)")
     ap.add_argument("--metrics", required=True, help="evaluate stage metrics JSON (flat keys <system>.acc.mean, ...)")
     ap.add_argument("--templates", required=True, help="student prompt templates (stored with the model)")
@@ -33,44 +34,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    params = load_or_exit(args.params)
-    cfg, base = params.register_, params.base
+    st = Stage.begin("register", args, READS)
+    params, cfg, base = st.params, st.params.register_, st.params.base
+    from apodistill.serving.register import MissingEvaluation, data_fingerprint, log_and_register, student_evaluation
 
-    from apodistill.serving.register import MissingEvaluation, student_evaluation
-
+    # data: never registered without an evaluation; fail before MLflow is touched
     metrics_path = Path(args.metrics)
     if not metrics_path.is_file():
         print(f"error: {metrics_path} not found; run the evaluate stage first (never registered without evaluation)", file=sys.stderr)
         return 2
     metrics = json.loads(metrics_path.read_text())
     try:
-        student_evaluation(metrics, args.system)  # fail before MLflow is touched
+        student_evaluation(metrics, args.system)
     except MissingEvaluation as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    from apodistill.provenance import experiment_name, git_revision, provenance
-    from apodistill.serving.register import data_fingerprint, log_and_register
-    from apodistill.tracking import stage_run
+    from apodistill.provenance import volatile
     from apodistill.training.data import task_prompt
 
     data_hash, data = data_fingerprint(args.benchmark) if args.benchmark else ("unknown", {})
     prompts = {t: task_prompt(args.templates, t, base.findings) for t in ("single", "pair")}
-    tags = {"git_revision": git_revision(), "dvc_experiment": experiment_name() or "workspace",
-            "data_hash": data_hash, "source": args.model}
-    with stage_run("register", base.mlflow_experiment, {"register": cfg.model_dump(mode="json")}):
+    v = volatile("register")
+    tags = {"git_revision": v["git_revision"], "dvc_experiment": v["dvc_experiment"] or "workspace", "data_hash": data_hash, "source": args.model}
+
+    # work, save, log: the registration is itself the stage's MLflow run
+    with st.tracking():
         result = log_and_register(args.model, prompts, base.findings, metrics, cfg.model_name, cfg.alias, tags,
-                                  params.dump(), system=args.system, data=data, max_new_tokens=params.evaluate.max_new_tokens)
-    card = result.pop("model_card")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = provenance("register", {"register": cfg.model_dump(mode="json")}, system=args.system, data_hash=data_hash)
-    out.write_text(json.dumps({**result, "provenance": record}, indent=2, default=str) + "\n")
-    if args.card:
-        Path(args.card).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.card).write_text(card)
-    print(f"registered {result['model_uri']} (version {result['version']}, {result['evaluation']}); "
-          f"promote with `apodistill promote`")
+                                  params.dump(), system=args.system, data=data, max_new_tokens=params.evaluate.max_new_tokens)  # fmt: skip
+        card = result.pop("model_card")
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**result, "provenance": st.record(system=args.system, data_hash=data_hash)}, indent=2, default=str) + "\n")
+        if args.card:
+            Path(args.card).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.card).write_text(card)
+        st.finish()
+    print(f"registered {result['model_uri']} (version {result['version']}, {result['evaluation']}); promote with `apodistill promote`")
     return 0
 
 

@@ -1,7 +1,7 @@
-"""Stage ``validate``: quality-gate the teacher trajectories, set teacher weights, measure drift.
+"""Stage `validate`: quality-gate the teacher trajectories, set teacher weights, measure drift.
 
-    python pipeline/validate.py --params params.yaml --benchmark data/benchmark \
-        --trajectories data/trajectories --suites validation --out data/validated \
+    python pipeline/validate.py --params params.yaml --benchmark data/benchmark \\
+        --trajectories data/trajectories --suites validation --out data/validated \\
         --metrics reports/validate.json --docs reports/validation --drift reports/drift
 
 Writes <out>/trajectories.parquet (rows that passed, with answer_<finding> columns),
@@ -18,48 +18,38 @@ import json
 import sys
 from pathlib import Path
 
+from apodistill.stage import Stage, stage_parser
+
+READS = ("base.seed", "base.findings", "teachers.weights", "validate")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--params", required=True, help="params.yaml (reads base.findings, teachers.weights, validate)")
-    p.add_argument("--benchmark", required=True, help="benchmark folder with studies.parquet (fetch stage)")
-    p.add_argument("--trajectories", required=True, help="folder with trajectories.parquet (teachers stage)")
-    p.add_argument("--suites", required=True, help="folder with expectations/<suite>.yaml and the GX file context gx/")
-    p.add_argument("--out", required=True, help="output folder for the validated and quarantined tables")
-    p.add_argument("--metrics", required=True, help="flat metrics JSON")
-    p.add_argument("--docs", required=True, help="folder for the GX Data Docs site")
-    p.add_argument("--drift", required=True, help="folder for drift plots and per-teacher CSVs")
-    return p.parse_args(argv)
+    ap = stage_parser(__doc__)
+    ap.add_argument("--benchmark", required=True, help="benchmark folder with studies.parquet (fetch stage)")
+    ap.add_argument("--trajectories", required=True, help="folder with trajectories.parquet (teachers stage)")
+    ap.add_argument("--suites", required=True, help="folder with expectations/<suite>.yaml and the GX file context gx/")
+    ap.add_argument("--out", required=True, help="output folder for the validated and quarantined tables")
+    ap.add_argument("--metrics", required=True, help="flat metrics JSON")
+    ap.add_argument("--docs", required=True, help="folder for the GX Data Docs site")
+    ap.add_argument("--drift", required=True, help="folder for drift plots and per-teacher CSVs")
+    return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from apodistill.stage import load_or_exit
-
-    params = load_or_exit(args.params)  # exits 2 naming the bad key, before any output
-
+    st = Stage.begin("validate", args, READS)
+    params, cfg = st.params, st.params.validate_
     import pandas as pd
 
-    from apodistill.provenance import provenance, seed_everything, write_provenance
-    from apodistill.stage import write_metrics
-    from apodistill.tracking import stage_run
     from apodistill.validation import validate_trajectories
     from apodistill.validation.drift import make_detector
     from apodistill.validation.plots import write_drift_report
 
-    # setup: the resolved config first; a bad detector keyword fails before any output
-    cfg = params.validate_
-    config = {
-        "base": {"findings": params.base.findings},
-        "teachers": {"weights": params.teachers.weights},
-        "validate": cfg.model_dump(),
-    }
-    try:
+    try:  # a bad detector keyword fails before any output
         make_detector(cfg.detector, cfg.detector_params)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    seeds = seed_everything(params.base.seed)
 
     # data
     table = pd.read_parquet(Path(args.trajectories) / "trajectories.parquet")
@@ -79,20 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     flags = {"detector": drift.detector, "window": cfg.drift_window, "flags": drift.flags.to_dict(orient="records")}
     (out / "drift.json").write_text(json.dumps(flags, indent=2) + "\n")
     write_drift_report(drift, args.drift)
-    write_metrics(args.metrics, outcome.metrics)
-    write_provenance(out, provenance("validate", config, seeds, violations=outcome.violations, suite=cfg.suite))
+    prov = st.save(out, violations=outcome.violations, suite=cfg.suite)
 
-    with stage_run("validate", params.base.mlflow_experiment, config) as run:
-        import mlflow
+    # log
+    with st.tracking():
+        st.finish(outcome.metrics, args.metrics, artifacts=[out / "weights.json", prov])
+        if st.mlflow:
+            import mlflow
 
-        mlflow.log_metrics({k: v for k, v in outcome.metrics.items() if v == v})  # NaN is not a metric
-        mlflow.log_artifact(str(out / "weights.json"))
-        mlflow.log_artifact(str(out / "provenance.json"))
-        mlflow.log_artifacts(args.drift, artifact_path="drift")
-        mlflow.set_tag("quarantine_violations", str(len(outcome.violations)))
+            mlflow.log_artifacts(args.drift, artifact_path="drift")
+            mlflow.set_tag("quarantine_violations", str(len(outcome.violations)))
 
-    per_teacher = gate.per_teacher
-    for teacher, r in per_teacher.iterrows():
+    for teacher, r in gate.per_teacher.iterrows():
         print(
             f"  {teacher:<12} {int(r.rows):>6} rows  {int(r.quarantined):>5} quarantined ({r.fraction:.1%})  "
             f"w={outcome.weights['weights'].get(teacher, float('nan')):.3f}  drift flags={int(outcome.metrics.get(f'drift.{teacher}.flags', 0))}",
@@ -101,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if outcome.violations:
         print("error: quarantine threshold exceeded:\n  " + "\n  ".join(outcome.violations), file=sys.stderr)
         return 1
-    print(f"validate: {len(gate.passed)} passed, {len(gate.quarantine)} quarantined; run {run.info.run_id}", file=sys.stderr)
+    print(f"validate: {len(gate.passed)} passed, {len(gate.quarantine)} quarantined", file=sys.stderr)
     return 0
 
 

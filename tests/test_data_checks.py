@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,7 @@ def test_fetch_stage_script_writes_every_output(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
     env = {
         "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # a worktree's src/ before the installed one
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
         "APODISTILL_MLFLOW_ARTIFACTS": str(tmp_path / "mlartifacts"),
         "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -63,7 +63,9 @@ def _run(tmp_path: Path, *students: str, monkeypatch) -> None:
         argv += ["--student", f"{s}={tmp_path / s}"]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(REPO / "pipeline" / "evaluate.py"), run_name="__main__")
+    with pytest.raises(SystemExit) as done:  # as `python pipeline/evaluate.py ...` runs it
+        runpy.run_path(str(REPO / "pipeline" / "evaluate.py"), run_name="__main__")
+    assert done.value.code == 0
 
 
 def test_stage_outputs(stage_env, monkeypatch):

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from apodistill.provenance import experiment_name, git_revision
+from apodistill.provenance import volatile
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -55,10 +55,15 @@ def setup(experiment: str) -> str:
 
 
 def run_tags(stage: str) -> dict[str, str]:
+    """The run's volatile provenance (git revision, DVC experiment, host, argv, time) as tags."""
+    v = volatile(stage)
     return {
         "stage": stage,
-        "git_revision": git_revision(),
-        "dvc_experiment": experiment_name() or "workspace",
+        "git_revision": v["git_revision"],
+        "dvc_experiment": v["dvc_experiment"] or "workspace",
+        "host": v["host"],
+        "argv": " ".join(v["argv"])[:5000],
+        "time": v["time"],
     }
 
 
