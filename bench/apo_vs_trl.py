@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
 N_NEGATIVES = 7
 WORDS = (
     "the costophrenic angles are sharp blunted opacity lower zone left right lobe hilar vascular "
@@ -55,7 +56,7 @@ def build_world(args: argparse.Namespace, root: Path):
     import numpy as np
     from PIL import Image
 
-    from apodistill.config.train import TinyStudentConfig
+    from apodistill.config import load_params
     from apodistill.findings import MS_CXR_T_5, SINGLE_VALUES, format_trajectory
     from apodistill.student import build_processor, build_tiny_student, save_student, train_tokenizer
     from apodistill.training.apo import CandidateSet
@@ -77,9 +78,10 @@ def build_world(args: argparse.Namespace, root: Path):
         chosen, rejected = trajectory(), tuple(trajectory() for _ in range(N_NEGATIVES))
         corpus += [chosen, *rejected]
         sets.append(CandidateSet(("single", f"s{i}", None), (f"img/{i}.png",), prompt, chosen, rejected, (True,) * N_NEGATIVES, (1.0,) * N_NEGATIVES))
-    tokenizer = train_tokenizer(corpus, TinyStudentConfig().vocab_size)
+    dims = load_params(REPO / "params.yaml").spd.model  # the embedded default's tiny student
+    tokenizer = train_tokenizer(corpus, dims.vocab_size)
     processor = build_processor(tokenizer, 64)
-    model = build_tiny_student(TinyStudentConfig(), tokenizer, seed=args.seed)
+    model = build_tiny_student(dims, tokenizer, seed=args.seed)
     save_student(model, processor, root / "ref")
     return sets
 
@@ -87,7 +89,7 @@ def build_world(args: argparse.Namespace, root: Path):
 def time_ours(args: argparse.Namespace, root: Path, sets) -> dict:
     from accelerate import Accelerator
 
-    from apodistill.config.train import ApoConfig, OptimConfig
+    from apodistill.config import load_params, with_overrides
     from apodistill.training.apo import reference_logps, train_apo
     from apodistill.training.data import ImageStore
 
@@ -99,8 +101,9 @@ def time_ours(args: argparse.Namespace, root: Path, sets) -> dict:
     ref_s = time.perf_counter() - t0
     walls = []
     for run, steps in enumerate((1, args.warmup, args.warmup + args.steps)):
-        optim = OptimConfig(lr=5e-7, steps=steps, batch_size=args.prompts_per_step, warmup_ratio=0.0, checkpoint_every=10**6, log_every=10**6)
-        cfg = ApoConfig(beta=0.1, loss="plackett_luce", max_length=args.max_length, optim=optim)
+        optim = dict(lr=5e-7, steps=steps, batch_size=args.prompts_per_step, warmup_ratio=0.0, checkpoint_every=10**6, log_every=10**6)
+        cfg = with_overrides(load_params(REPO / "params.yaml"), {"apo": {"beta": 0.1, "loss": "plackett_luce", "max_length": args.max_length,
+                                                                        "lora": {"enabled": False}, "optim": optim}}).apo  # fmt: skip
         acc = Accelerator(cpu=args.device == "cpu")
         t0 = time.perf_counter()
         train_apo(cfg, sets, ref_c, ref_r, root / "ref", images, acc, str(root / f"ckpt{run}"), None, args.seed, "bench")

@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def build(args):
@@ -20,11 +23,11 @@ def build(args):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     if args.tiny:
-        from apodistill.config.train import TinyStudentConfig
+        from apodistill.config import load_params
         from apodistill.student import build_tiny_student, train_tokenizer
 
         tok = train_tokenizer(["<think>a</think> yes no"] * 20, 300)
-        model = build_tiny_student(TinyStudentConfig(), tok)
+        model = build_tiny_student(load_params(REPO / "params.yaml").spd.model, tok)
         cfg = model.config
     else:
         raw = json.load(open(args.config))
@@ -70,7 +73,7 @@ def main() -> None:
 
     import torch
 
-    from apodistill.config.train import LoraConfigSection
+    from apodistill.config import load_params
     from apodistill.losses import apo_loss, sequence_logps, weighted_sft_loss
     from apodistill.student import apply_lora
 
@@ -81,7 +84,7 @@ def main() -> None:
     model, cfg = build(args)
     out["build_seconds"] = round(time.time() - t0, 1)
     out["parameters_b"] = round(sum(p.numel() for p in model.parameters()) / 1e9, 3)
-    model = apply_lora(model, LoraConfigSection(r=8, alpha=32, dropout=0.05, target_modules="all-linear"))
+    model = apply_lora(model, load_params(REPO / "profiles" / "qwen2.5-vl-7b.yaml").spd.lora)  # the paper's LoRA
     out["trainable_m"] = round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2)
     model.gradient_checkpointing_enable() if not args.tiny else None
     model.enable_input_require_grads() if not args.tiny else None

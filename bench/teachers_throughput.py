@@ -36,7 +36,7 @@ def main() -> int:
 
     import aiohttp  # noqa: F401  imported before timing: the figure is throughput, not import time
 
-    from apodistill.config import BaseConfig, TeachersConfig
+    from apodistill.config import load_params, with_overrides
     from apodistill.teachers.openai_compat import OpenAIBackend
     from apodistill.teachers.runner import run_teachers
 
@@ -59,13 +59,12 @@ def main() -> int:
         url = server.stdout.readline().strip().split()[-1]
         with tempfile.TemporaryDirectory() as tmp:
             bench = make_benchmark(Path(tmp) / "b", n_patients=args.n, studies_per_patient=1)
-            cfg = TeachersConfig(
-                roster=[{"name": "bench", "backend": "openai", "model": "bench", "base_url": url,
-                         "concurrency": args.concurrency, "rpm": 1e6, "timeout_s": 30}],
-                weights="auto", tasks=["single"],
-            )
+            params = with_overrides(load_params(REPO / "params.yaml"), {"teachers": {
+                "roster": [{"name": "bench", "backend": "openai", "model": "bench", "base_url": url,
+                            "concurrency": args.concurrency, "rpm": 1e6, "timeout_s": 30}],
+                "weights": "auto", "tasks": ["single"], "conditioned_splits": []}})  # fmt: skip
             t0 = time.perf_counter()
-            out = run_teachers(cfg, BaseConfig(), "synthetic", bench, REPO / "templates/teachers",
+            out = run_teachers(params.teachers, params.base, "synthetic", bench, REPO / "templates/teachers",
                                Path(tmp) / "cache.sqlite", progress=False)
             wall = time.perf_counter() - t0
     finally:

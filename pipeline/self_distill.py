@@ -33,12 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     params, cfg, base = st.params, st.params.self_distill, st.params.base
     import pandas as pd
 
+    from apodistill.consensus import IN_CONTEXT
     from apodistill.training.data import ImageStore, group_answers, study_images
     from apodistill.training.self_distill import run_self_distill
 
     # model
     model = processor = images = None
-    if cfg.method == "in_context":
+    if cfg.method == IN_CONTEXT:
         from apodistill.student import load_student, student_info
 
         model, processor = load_student(args.model)

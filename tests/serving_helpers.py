@@ -71,8 +71,12 @@ def store_env(root: Path) -> dict[str, str]:
 
 
 def write_params(path: Path, **register) -> Path:
-    data = {**PARAMS, "register": {"model_name": NAME, **register}}
-    path.write_text(yaml.safe_dump(data))
+    """params.yaml with the serving tests' changes (PARAMS, register) applied: a complete file."""
+    from apodistill.config import with_overrides
+    from params_helpers import DEFAULT
+
+    changes = {**PARAMS, "teachers": {**PARAMS["teachers"], "weights": "auto"}, "register": {"model_name": NAME, **register}}
+    path.write_text(yaml.safe_dump(with_overrides(DEFAULT, changes).dump()))
     return path
 
 

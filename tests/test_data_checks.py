@@ -15,7 +15,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from apodistill.config import BaseConfig, FetchConfig
+from params_helpers import DEFAULT, section
 from apodistill.data import SOURCES, DataError, build, render_study_image
 from apodistill.data.images import check_image
 from apodistill.data.sources import SourceTables, finish_tables, pairs_from_studies
@@ -53,7 +53,7 @@ def _bad_images_source(params, out_dir: Path) -> SourceTables:
 
 
 def params(**fetch) -> SimpleNamespace:
-    return SimpleNamespace(base=BaseConfig(), fetch=FetchConfig(**fetch))
+    return SimpleNamespace(base=DEFAULT.base, fetch=section("fetch", **fetch))
 
 
 def test_bad_images_are_quarantined_with_reasons_not_a_crash(tmp_path):
@@ -87,8 +87,13 @@ def test_check_image_accepts_real_kinds(tmp_path):
 
 
 def test_unknown_source_lists_the_known_ones(tmp_path):
+    from apodistill.config import ParamsError
+    from apodistill.data import SOURCES
+
+    with pytest.raises(ParamsError, match=r"fetch\.source: unknown data source 'mimc_cxr'; known: .*mimic_cxr.*synthetic"):
+        params(source="mimc_cxr")  # refused when the params are read
     with pytest.raises(KeyError, match="mimic_cxr.*synthetic"):
-        build(params(source="mimc_cxr"), tmp_path)
+        SOURCES.get("mimc_cxr")  # and by the registry build() looks it up in
 
 
 def test_contact_sheet_shows_each_finding_unlike_normal(tmp_path):

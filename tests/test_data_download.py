@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from apodistill.config import BaseConfig, FetchConfig
+from params_helpers import DEFAULT, section
 from apodistill.data import DataError, build
 from apodistill.data.download import fetch_file, read_sums
 
@@ -70,8 +70,8 @@ def server(tmp_path):
 
 def params(root: Path, url: str, **fetch) -> SimpleNamespace:
     return SimpleNamespace(
-        base=BaseConfig(),
-        fetch=FetchConfig(source="mimic_cxr", root=str(root), download=True, download_url=url, max_bad_fraction=0.5, **fetch),
+        base=DEFAULT.base,
+        fetch=section("fetch", source="mimic_cxr", root=str(root), download=True, download_url=url, max_bad_fraction=0.5, **fetch),
     )
 
 

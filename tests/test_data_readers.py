@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from apodistill.config import BaseConfig, FetchConfig
+from params_helpers import DEFAULT, section
 from apodistill.data import SOURCES, DataError, build
 from apodistill.data.mimic import extract_sections
 from apodistill.data.sources import PAIR_COLUMNS, STUDY_COLUMNS
@@ -21,7 +21,7 @@ CORRUPT_STUDY = "59000001"
 
 
 def params(source: str, **fetch) -> SimpleNamespace:
-    return SimpleNamespace(base=BaseConfig(), fetch=FetchConfig(source=source, max_bad_fraction=0.5, **fetch))
+    return SimpleNamespace(base=DEFAULT.base, fetch=section("fetch", source=source, max_bad_fraction=0.5, **fetch))
 
 
 def tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -117,11 +117,11 @@ def test_cxr_max_trajectories_in_the_teacher_schema(tmp_path):
     assert sorted(traj["teacher"].unique()) == ["gpt5", "grok4", "qwen_vl_max"]
     ok = traj[traj["status"] == "ok"]
     for text in ok["text"]:
-        parse_trajectory(text, BaseConfig().findings)
+        parse_trajectory(text, DEFAULT.base.findings)
     err = traj[traj["status"] == "error"]
     assert len(err) == 1 and err["teacher"].iloc[0] == "grok4" and err["text"].iloc[0] == ""
     gpt_eff = ok[(ok["teacher"] == "gpt5") & (ok["study_id"] == "50414267")]["text"].iloc[0]
-    labels = parse_trajectory(gpt_eff, BaseConfig().findings).labels
+    labels = parse_trajectory(gpt_eff, DEFAULT.base.findings).labels
     assert labels["pleural_effusion"] == "yes" and labels["pneumothorax"] == "no"  # "No pneumothorax is seen."
     assert (ok["template"] == "cxr_max:record_labels").sum() == 1  # the record with labels
     assert quarantine["reason"].str.contains("no image reference").sum() == 1

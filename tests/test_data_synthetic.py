@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apodistill.config import BaseConfig, FetchConfig
+from params_helpers import section
 from apodistill.data import RENDERED, build, render_study_image, resolve_image
 from apodistill.data.sources import PAIR_COLUMNS, STUDY_COLUMNS
 from apodistill.findings import CHEXPERT_14, MS_CXR_T_5
@@ -18,7 +18,7 @@ SMALL = dict(n_patients=40, studies_per_patient=3, image_size=48)
 
 
 def params(seed: int = 42, **fetch) -> SimpleNamespace:
-    return SimpleNamespace(base=BaseConfig(seed=seed), fetch=FetchConfig(**{**SMALL, **fetch}))
+    return SimpleNamespace(base=section("base", seed=seed), fetch=section("fetch", **{**SMALL, **fetch}))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ teachers = pytest.importorskip("apodistill.teachers.runner", reason="teachers st
 def test_simulated_roster_drift_is_flagged_within_two_windows(tmp_path):
     from teachers_helpers import make_benchmark, simulated_roster, teachers_params
 
-    from apodistill.config import BaseConfig, TeachersConfig
+    from params_helpers import section, teachers_config
     from apodistill.findings import MS_CXR_T_5
     from apodistill.teachers.profiles import PROFILES
     from apodistill.validation.agreement import long_labels, loo_agreement
@@ -28,7 +28,7 @@ def test_simulated_roster_drift_is_flagged_within_two_windows(tmp_path):
     cfg = load_params(REPO / "params.yaml").validate_
     bench = make_benchmark(tmp_path / "bench", n_patients=600, studies_per_patient=3, seed=0)
     out = teachers.run_teachers(
-        TeachersConfig(**teachers_params(simulated_roster())), BaseConfig(seed=0), "synthetic",
+        teachers_config(**teachers_params(simulated_roster())), section("base", seed=0), "synthetic",
         bench, REPO / "templates" / "teachers", tmp_path / "cache.sqlite", progress=False,
     )  # fmt: skip
     studies = pd.read_parquet(bench / "studies.parquet")

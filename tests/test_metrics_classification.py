@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from apodistill.metrics import METRICS, accuracy_per_finding, confusion, correctness, precision_recall_f1
+from apodistill.metrics import accuracy_per_finding, confusion, correctness, precision_recall_f1
 
 
 @pytest.fixture
@@ -132,11 +132,3 @@ def test_bad_inputs_fail_with_a_message(single, mutate, error, match):
     pred, gold = mutate(*single)
     with pytest.raises(error, match=match):
         accuracy_per_finding(pred, gold, ["pleural_effusion", "edema"])
-
-
-def test_metrics_register_by_name():
-    assert METRICS.get("accuracy") is accuracy_per_finding
-    assert METRICS.get("prf") is precision_recall_f1
-    assert {"accuracy", "prf", "report", "chexpert_f1"} <= set(METRICS.names())
-    with pytest.raises(KeyError, match="known: .*accuracy"):
-        METRICS.get("bleu5")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from apodistill.metrics import METRICS, MeteorScorer, report_metrics, tokenize
+from apodistill.metrics import MeteorScorer, report_metrics, tokenize
 from apodistill.metrics import reports as reports_module
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "metrics_fixed_strings.json").read_text())
@@ -99,7 +99,3 @@ def test_bad_inputs():
         report_metrics(["a", "b"], ["a"], meteor=False)
     with pytest.raises(ValueError, match="no reports"):
         report_metrics([], [], meteor=False)
-
-
-def test_registered():
-    assert METRICS.get("report") is report_metrics

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from apodistill.config import load_params
-from apodistill.config.train import LoraConfigSection, SpdConfig
+from params_helpers import section
 from apodistill.student import encode, load_student, save_student
 from apodistill.training.data import Example, ImageStore
 from apodistill.training.spd import prepare_student
@@ -40,7 +40,7 @@ def test_pretrained_path_with_lora(tiny_student, tiny_images, tmp_path):
     model.save_pretrained(snap)
     proc.tokenizer.save_pretrained(snap)
     proc.image_processor.save_pretrained(snap)
-    cfg = SpdConfig(base_model=str(snap), image_size=64, lora=LoraConfigSection(enabled=True, r=4, alpha=16, dropout=0.0))
+    cfg = section("spd", base_model=str(snap), image_size=64, lora={"enabled": True, "r": 4, "alpha": 16, "dropout": 0.0})
     peft_model, processor, base = prepare_student(cfg, [], seed=0)
     assert base == str(snap) and hasattr(peft_model, "peft_config")
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)

@@ -193,13 +193,13 @@ def test_fresh_process_loads_champion_and_predicts_on_a_synthetic_image(reg):
 def test_lora_student_on_a_local_base_is_registered_merged_and_loads_alone(reg, tmp_path):
     import torch
 
-    from apodistill.config.train import LoraConfigSection
+    from params_helpers import section
     from apodistill.data import render_study_image
     from apodistill.serving.predictor import Predictor, Query
     from apodistill.student import apply_lora, load_student, save_student
 
     base, proc = build_student(tmp_path / "base", seed=1)
-    lora = apply_lora(base, LoraConfigSection(enabled=True, r=2, alpha=4, target_modules=["q_proj", "v_proj"]))
+    lora = apply_lora(base, section("spd.lora", enabled=True, r=2, alpha=4, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
         for n, p in lora.named_parameters():
             if "lora_B" in n:

@@ -20,8 +20,10 @@ import yaml
 from serving_helpers import (
     FINDINGS, NAME, PARAMS, REPO, build_student, metrics_for, prompts, start_server, store_env, wait_ready,
 )
+from params_helpers import DEFAULT
 from teachers_helpers import make_benchmark
 
+from apodistill.config import with_overrides
 from apodistill.serving.predictor import Predictor, Query
 from apodistill.serving.register import log_and_register
 from apodistill.tracking import stage_run
@@ -100,8 +102,8 @@ def test_openai_teacher_backend_round_trip_writes_trajectories(served, tmp_path,
     monkeypatch.setenv(KEY_ENV, "sk-local-test")
     roster = [{"name": "student", "backend": "openai", "model": f"{NAME}@challenger", "base_url": served.url + "/v1",
                "api_key_env": KEY_ENV, "concurrency": 2, "max_tokens": MAX_TOKENS, "timeout_s": 120, "max_retries": 1}]
-    params = {**PARAMS, "teachers": {"roster": roster, "weights": "auto", "tasks": ["single", "pair"]}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    params = with_overrides(DEFAULT, {**PARAMS, "teachers": {"roster": roster, "weights": "auto", "tasks": ["single", "pair"], "conditioned_splits": []}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.dump()))
     spec = importlib.util.spec_from_file_location("teachers_stage", REPO / "pipeline" / "teachers.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from apodistill.config.train import LoraConfigSection
+from params_helpers import section
 from apodistill.consensus import TeacherAnswer, vote
 from apodistill.findings import MS_CXR_T_5, format_trajectory, parse_trajectory
 from apodistill.losses import sequence_logps
@@ -40,7 +40,7 @@ def test_save_load_full_and_lora(tiny_student, tiny_images, tmp_path):
     save_student(model, proc, tmp_path / "full", extra={"image_size": 64})
     m2, _ = load_student(tmp_path / "full")
     assert torch.allclose(model(**enc.model_inputs()).logits, m2(**enc.model_inputs()).logits, atol=1e-5)
-    lora = apply_lora(m2, LoraConfigSection(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    lora = apply_lora(m2, section("spd.lora", r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():
         for n, p in lora.named_parameters():
             if "lora_B" in n:

@@ -10,8 +10,9 @@ import pytest
 import yaml
 from teachers_helpers import make_benchmark, simulated_roster, teachers_params
 
-from apodistill.config import BaseConfig, ParamsError, TeachersConfig, load_params
+from apodistill.config import ParamsError, load_params
 from apodistill.config import parse_params
+from params_helpers import section, teachers_config
 from apodistill.teachers.prompts import load_templates, render
 from apodistill.teachers.runner import TRAJECTORY_COLUMNS, run_teachers
 
@@ -20,14 +21,14 @@ TEMPLATES = REPO / "templates/teachers"
 
 
 def _run(tmp_path, cfg, bench, templates=TEMPLATES, seed=42, cache="c.sqlite"):
-    return run_teachers(cfg, BaseConfig(seed=seed), "synthetic", bench, templates, tmp_path / cache, progress=False)
+    return run_teachers(cfg, section("base", seed=seed), "synthetic", bench, templates, tmp_path / cache, progress=False)
 
 
 @pytest.fixture
 def setup(tmp_path):
     bench = make_benchmark(tmp_path / "b", n_patients=10, studies_per_patient=2)
     roster = simulated_roster()[:3]
-    return bench, TeachersConfig(**teachers_params(roster))
+    return bench, teachers_config(**teachers_params(roster))
 
 
 def test_rerun_asks_nothing_and_gives_the_same_table(tmp_path, setup):
@@ -57,7 +58,7 @@ def test_key_changes_only_with_what_changes_the_answer(tmp_path, setup):
     (tdir / "single_blind.txt").write_text((tdir / "single_blind.txt").read_text() + "\nBe brief.\n")
     assert sum(_run(tmp_path, cfg, bench, templates=tdir).requested.values()) == 60
     # weights do not change answers; a new roster member is the only one asked
-    more = TeachersConfig(**teachers_params(simulated_roster()[:4], weights={"gpt5": 2, "gemini25": 1, "sonnet4": 1, "qwen_vl_max": 1}))
+    more = teachers_config(**teachers_params(simulated_roster()[:4], weights={"gpt5": 2, "gemini25": 1, "sonnet4": 1, "qwen_vl_max": 1}))
     out = _run(tmp_path, more, bench)
     assert out.requested == {"gpt5": 0, "gemini25": 0, "sonnet4": 0, "qwen_vl_max": 20}
     unchanged = base[base.study_id != "s00003"].record_id
@@ -74,7 +75,7 @@ def test_unreadable_image_is_an_error_row_and_is_retried(tmp_path, setup):
     assert len(out.table) == 60 and (bad.status == "error").all()
     assert bad.reason.str.startswith("image_unreadable").all()
     assert out.stats["gpt5.error_reason.image_unreadable"] == 1
-    no_retry = TeachersConfig(**teachers_params(simulated_roster()[:3], retry_errors=False))
+    no_retry = teachers_config(**teachers_params(simulated_roster()[:3], retry_errors=False))
     assert sum(_run(tmp_path, no_retry, bench).requested.values()) == 0
     img.write_bytes(saved)
     out = _run(tmp_path, cfg, bench)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from teachers_helpers import make_benchmark
 
-from apodistill.config import BaseConfig, TeachersConfig
+from params_helpers import DEFAULT, teachers_config
 from apodistill.config.train import TinyStudentConfig
 from apodistill.findings import MS_CXR_T_5
 from apodistill.teachers import hf as hf_module
@@ -32,7 +32,7 @@ def test_local_student_answers_every_request_once(tmp_path, student_dir, monkeyp
     bench = make_benchmark(tmp_path / "b", n_patients=3, studies_per_patient=2)  # 6 studies, 3 pairs
     roster = [{"name": "local", "backend": "hf", "model": str(student_dir), "concurrency": 4,
                "max_tokens": 8, "image_size": 56}]
-    cfg = TeachersConfig(roster=roster, weights="auto", tasks=["single", "pair"])
+    cfg = teachers_config(roster=roster, weights="auto", tasks=["single", "pair"])
     calls = []
     real = hf_module.HFBackend._generate
 
@@ -41,7 +41,7 @@ def test_local_student_answers_every_request_once(tmp_path, student_dir, monkeyp
         return real(self, batch)
 
     monkeypatch.setattr(hf_module.HFBackend, "_generate", spy)
-    out = run_teachers(cfg, BaseConfig(), "mimic_cxr", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+    out = run_teachers(cfg, DEFAULT.base, "mimic_cxr", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
     t = out.table
     assert len(t) == 9 and t.record_id.is_unique
     assert calls == [[1, 1, 1, 1], [1, 1, 2, 2], [2]]  # batches of `concurrency`; pairs carry two images
@@ -49,5 +49,5 @@ def test_local_student_answers_every_request_once(tmp_path, student_dir, monkeyp
     assert (t.prompt_tokens > 0).all() and (t.task == ["single"] * 6 + ["pair"] * 3).all()
     assert (t.backend == "hf").all() and (t.latency_s > 0).all()
     assert out.stats["local.rows"] == 9  # local backend: credentialed source allowed without approval
-    again = run_teachers(cfg, BaseConfig(), "mimic_cxr", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+    again = run_teachers(cfg, DEFAULT.base, "mimic_cxr", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
     assert again.requested == {"local": 0} and len(calls) == 3 and again.table.equals(t)

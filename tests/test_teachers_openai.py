@@ -14,7 +14,8 @@ import pytest
 import yaml
 from teachers_helpers import make_benchmark
 
-from apodistill.config import BaseConfig, TeachersConfig, load_params
+from apodistill.config import load_params
+from params_helpers import DEFAULT, teachers_config
 from apodistill.teachers.backends import TeacherSetupError
 from apodistill.teachers.fake_server import FakeOpenAIServer, identity_of
 from apodistill.teachers.guard import PhiGuardError
@@ -82,8 +83,8 @@ def test_every_fault_ends_ok_or_with_a_recorded_reason(tmp_path, key):
         return steps[min(attempt, len(steps) - 1)]
 
     with FakeOpenAIServer(plan=plan, timeout_sleep_s=1.5, retry_after="0.3") as server:
-        cfg = TeachersConfig(roster=_roster(server.url), weights="auto", tasks=["single"])
-        out = run_teachers(cfg, BaseConfig(), "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+        cfg = teachers_config(roster=_roster(server.url), weights="auto", tasks=["single"])
+        out = run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
     t = out.table.assign(scenario=out.table.study_id.map({s: scenario_of[i] for i, s in ids.items()}))
     assert len(t) == 44 and t.record_id.is_unique
     assert set(t.status) == {"ok", "refused", "error"}
@@ -113,8 +114,8 @@ def test_every_fault_ends_ok_or_with_a_recorded_reason(tmp_path, key):
 def test_concurrency_limit_holds(tmp_path, key):
     bench = make_benchmark(tmp_path / "b", n_patients=12)  # 24 requests
     with FakeOpenAIServer(latency_s=0.05) as server:
-        cfg = TeachersConfig(roster=_roster(server.url, concurrency=3), weights="auto", tasks=["single"])
-        out = run_teachers(cfg, BaseConfig(), "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+        cfg = teachers_config(roster=_roster(server.url, concurrency=3), weights="auto", tasks=["single"])
+        out = run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
     assert (out.table.status == "ok").all()
     assert server.max_in_flight == 3  # used, never exceeded
 
@@ -122,16 +123,16 @@ def test_concurrency_limit_holds(tmp_path, key):
 def test_phi_guard_refuses_before_any_request(tmp_path, key):
     bench = make_benchmark(tmp_path / "b", n_patients=3)
     with FakeOpenAIServer() as server:
-        cfg = TeachersConfig(roster=_roster(server.url), weights="auto", tasks=["single"])
+        cfg = teachers_config(roster=_roster(server.url), weights="auto", tasks=["single"])
         for source in ("mimic_cxr", "ms_cxr_t"):
             with pytest.raises(PhiGuardError) as err:
-                run_teachers(cfg, BaseConfig(), source, bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+                run_teachers(cfg, DEFAULT.base, source, bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
             msg = str(err.value)
             assert "remote" in msg and "PhysioNet" in msg and "phi_approved: true" in msg
         assert server.log == []  # zero requests reached the server
         assert not (tmp_path / "c.sqlite").exists()
-        approved = TeachersConfig(roster=_roster(server.url, phi_approved=True), weights="auto", tasks=["single"])
-        out = run_teachers(approved, BaseConfig(), "mimic_cxr", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+        approved = teachers_config(roster=_roster(server.url, phi_approved=True), weights="auto", tasks=["single"])
+        out = run_teachers(approved, DEFAULT.base, "mimic_cxr", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
         assert (out.table.status == "ok").all() and len(server.log) == 6
 
 
@@ -187,24 +188,24 @@ def test_key_is_sent_but_never_written(tmp_path, key, capfd, caplog, monkeypatch
     out = capfd.readouterr()
     assert key not in out.out + out.err and key not in caplog.text
     assert "***" in table.reason.str.cat(sep=" ")
-    assert key not in repr(OpenAIBackend(TeachersConfig(roster=_roster("http://x"), weights="auto").roster[0], None))
+    assert key not in repr(OpenAIBackend(teachers_config(roster=_roster("http://x"), weights="auto").roster[0], None))
 
 
 def test_missing_key_variable_fails_before_any_request(tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     bench = make_benchmark(tmp_path / "b", n_patients=2)
     with FakeOpenAIServer() as server:
-        cfg = TeachersConfig(roster=_roster(server.url), weights="auto", tasks=["single"])
+        cfg = teachers_config(roster=_roster(server.url), weights="auto", tasks=["single"])
         with pytest.raises(TeacherSetupError, match=KEY_ENV):
-            run_teachers(cfg, BaseConfig(), "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+            run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
         assert server.log == []
 
 
 def test_rate_limit_spaces_requests(tmp_path, key):
     bench = make_benchmark(tmp_path / "b", n_patients=6)  # 12 requests
     with FakeOpenAIServer() as server:
-        cfg = TeachersConfig(roster=_roster(server.url, rpm=600, concurrency=2), weights="auto", tasks=["single"])
-        run_teachers(cfg, BaseConfig(), "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+        cfg = teachers_config(roster=_roster(server.url, rpm=600, concurrency=2), weights="auto", tasks=["single"])
+        run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
     times = sorted(e["t"] for e in server.log)
     assert len(times) == 12
     # a burst of 2, then one every 0.1 s: the last starts at least 1 s after the first
@@ -214,8 +215,8 @@ def test_rate_limit_spaces_requests(tmp_path, key):
 def test_pairs_send_prior_and_current_images(tmp_path, key):
     bench = make_benchmark(tmp_path / "b", n_patients=3, studies_per_patient=3)
     with FakeOpenAIServer() as server:
-        cfg = TeachersConfig(roster=_roster(server.url), weights="auto", tasks=["pair"])
-        out = run_teachers(cfg, BaseConfig(), "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+        cfg = teachers_config(roster=_roster(server.url), weights="auto", tasks=["pair"])
+        out = run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
     pairs = pd.read_parquet(bench / "pairs.parquet")
     want = {identity_of([image_data_url(str(bench / a)), image_data_url(str(bench / b))])
             for a, b in zip(pairs.prior_image_path, pairs.current_image_path)}
@@ -233,7 +234,7 @@ def test_protocol_helpers():
     assert parse_completion(body)[1:4] == ("refused", "content_filter", 5)
     with pytest.raises(ValueError):
         parse_completion("{not json")
-    cfg = TeachersConfig(roster=_roster("http://x", backoff_s=1.0, max_backoff_s=4.0), weights="auto")
+    cfg = teachers_config(roster=_roster("http://x", backoff_s=1.0, max_backoff_s=4.0), weights="auto")
     b = OpenAIBackend.__new__(OpenAIBackend)
     b.spec = cfg.roster[0]
     waits = [b.backoff(a, None) for a in range(6)]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from teachers_helpers import ROSTER, make_benchmark, simulated_roster, teachers_params
 
-from apodistill.config import BaseConfig, TeachersConfig
+from params_helpers import DEFAULT, section, teachers_config
 from apodistill.findings import MS_CXR_T_5, TrajectoryParseError, parse_trajectory, try_parse
 from apodistill.teachers import phrases
 from apodistill.teachers.profiles import PROFILES, sens_spec
@@ -23,8 +23,8 @@ def blind_run(tmp_path_factory):
     """The blind roster on 2,000 studies."""
     d = tmp_path_factory.mktemp("calib")
     bench = make_benchmark(d / "bench", n_patients=1000, studies_per_patient=2, seed=1)
-    cfg = TeachersConfig(**teachers_params(simulated_roster(), tasks=("single",)))
-    out = run_teachers(cfg, BaseConfig(), "synthetic", bench, TEMPLATES, d / "c.sqlite", progress=False)
+    cfg = teachers_config(**teachers_params(simulated_roster(), tasks=("single",)))
+    out = run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, d / "c.sqlite", progress=False)
     return bench, out
 
 
@@ -151,7 +151,7 @@ def test_drift_point_is_configurable(tmp_path):
     bench = make_benchmark(tmp_path / "b", n_patients=60, studies_per_patient=2)
     roster = [{"name": "grok4", "backend": "simulated", "model": "grok-4", "profile": "grok4", "drift_at": 1.0},
               {"name": "g2", "backend": "simulated", "model": "grok-4", "profile": "grok4", "drift_at": 0.0}]
-    out = run_teachers(TeachersConfig(**teachers_params(roster)), BaseConfig(), "synthetic", bench, TEMPLATES,
+    out = run_teachers(teachers_config(**teachers_params(roster)), DEFAULT.base, "synthetic", bench, TEMPLATES,
                        tmp_path / "c.sqlite", progress=False)
     assert out.table.record_id.nunique() == 240
     # never drifting and always drifting give different answers from the same difficulty draws
@@ -163,8 +163,8 @@ def test_drift_point_is_configurable(tmp_path):
 def test_pair_task_calibrated(tmp_path):
     bench = make_benchmark(tmp_path / "b", n_patients=300, studies_per_patient=3, seed=2)  # 600 pairs
     roster = [r for r in simulated_roster() if r["name"] in ("gpt5", "sonnet4")]
-    cfg = TeachersConfig(**teachers_params(roster, tasks=("pair",)))
-    out = run_teachers(cfg, BaseConfig(), "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+    cfg = teachers_config(**teachers_params(roster, tasks=("pair",)))
+    out = run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
     pairs = pd.read_parquet(bench / "pairs.parquet").set_index("current_study_id")
     ans = _answers(out.table, "pair")
     for teacher in ("gpt5", "sonnet4"):
@@ -177,8 +177,8 @@ def test_pair_task_calibrated(tmp_path):
 
 def test_label_conditioned_explains_the_known_labels(tmp_path):
     bench = make_benchmark(tmp_path / "b", n_patients=40, studies_per_patient=2)
-    cfg = TeachersConfig(**teachers_params(simulated_roster(prompt_mode="label_conditioned")))
-    out = run_teachers(cfg, BaseConfig(), "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
+    cfg = teachers_config(**teachers_params(simulated_roster(prompt_mode="label_conditioned")))
+    out = run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
     studies = pd.read_parquet(bench / "studies.parquet").set_index("study_id")
     ans = _answers(out.table, "single")
     assert len(ans) > 300
@@ -190,10 +190,10 @@ def test_label_conditioned_explains_the_known_labels(tmp_path):
 
 def test_deterministic_given_seed(tmp_path):
     bench = make_benchmark(tmp_path / "b", n_patients=20, studies_per_patient=2)
-    cfg = TeachersConfig(**teachers_params(simulated_roster()))
-    a = run_teachers(cfg, BaseConfig(seed=7), "synthetic", bench, TEMPLATES, tmp_path / "a.sqlite", progress=False).table
-    b = run_teachers(cfg, BaseConfig(seed=7), "synthetic", bench, TEMPLATES, tmp_path / "b.sqlite", progress=False).table
-    c = run_teachers(cfg, BaseConfig(seed=8), "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False).table
+    cfg = teachers_config(**teachers_params(simulated_roster()))
+    a = run_teachers(cfg, section("base", seed=7), "synthetic", bench, TEMPLATES, tmp_path / "a.sqlite", progress=False).table
+    b = run_teachers(cfg, section("base", seed=7), "synthetic", bench, TEMPLATES, tmp_path / "b.sqlite", progress=False).table
+    c = run_teachers(cfg, section("base", seed=8), "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False).table
     assert a.drop(columns=[]).equals(b)
     assert (a.text != c.text).mean() > 0.5
     assert set(a.teacher) == set(ROSTER)

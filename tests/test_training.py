@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from apodistill.config.train import OptimConfig
+from params_helpers import section
 from apodistill.training.data import Example, ImageStore
 from apodistill.training.loop import batch_plan, make_optimizer, train_loop
 from apodistill.training.spd import SftSteps
@@ -50,7 +50,7 @@ def _run(tiny_student, tiny_images, tmp_path, cfg, steps_stop=None, ckpt="ck", s
 
 def test_weights_change(tiny_student, tiny_images, tmp_path):
     before, _ = tiny_student(seed=0)
-    after, res = _run(tiny_student, tiny_images, tmp_path, OptimConfig(lr=1e-2, steps=2, batch_size=4, log_every=1))
+    after, res = _run(tiny_student, tiny_images, tmp_path, section("spd.optim", lr=1e-2, steps=2, batch_size=4, log_every=1))
     changed = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not torch.equal(a, b)]
     assert len(changed) > 10
     assert res.rows[-1]["loss"] > 0 and (tmp_path / "curve.csv").read_text().startswith("step,loss")
@@ -59,8 +59,8 @@ def test_weights_change(tiny_student, tiny_images, tmp_path):
 def test_accumulation_equals_big_batch(tiny_student, tiny_images, tmp_path):
     """4 micro-batches of 2 give the same update as one batch of 8 (weighted-token mean)."""
     common = dict(lr=1.0, steps=1, max_grad_norm=1e9)
-    big, _ = _run(tiny_student, tiny_images, tmp_path, OptimConfig(batch_size=8, grad_accum=1, **common), ckpt="a", sgd=True)
-    acc, _ = _run(tiny_student, tiny_images, tmp_path, OptimConfig(batch_size=2, grad_accum=4, **common), ckpt="b", sgd=True)
+    big, _ = _run(tiny_student, tiny_images, tmp_path, section("spd.optim", batch_size=8, grad_accum=1, **common), ckpt="a", sgd=True)
+    acc, _ = _run(tiny_student, tiny_images, tmp_path, section("spd.optim", batch_size=2, grad_accum=4, **common), ckpt="b", sgd=True)
     start, _ = tiny_student(seed=0)
     for (n, a), (_, b), (_, s) in zip(big.named_parameters(), acc.named_parameters(), start.named_parameters()):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), n
@@ -68,7 +68,7 @@ def test_accumulation_equals_big_batch(tiny_student, tiny_images, tmp_path):
 
 
 def test_resume_after_crash_matches_uninterrupted(tiny_student, tiny_images, tmp_path):
-    cfg = OptimConfig(lr=5e-3, steps=6, batch_size=2, checkpoint_every=2, log_every=1)
+    cfg = section("spd.optim", lr=5e-3, steps=6, batch_size=2, checkpoint_every=2, log_every=1)
     full, full_res = _run(tiny_student, tiny_images, tmp_path, cfg, ckpt="full")
     _, crashed = _run(tiny_student, tiny_images, tmp_path, cfg, steps_stop=5, ckpt="crash")
     assert crashed.resumed_from == 0 and (tmp_path / "crash" / "checkpoint-4").is_dir()
@@ -80,7 +80,7 @@ def test_resume_after_crash_matches_uninterrupted(tiny_student, tiny_images, tmp
 
 
 def test_checkpoints_of_another_config_are_ignored(tiny_student, tiny_images, tmp_path):
-    cfg = OptimConfig(lr=5e-3, steps=4, batch_size=2, checkpoint_every=2)
+    cfg = section("spd.optim", lr=5e-3, steps=4, batch_size=2, checkpoint_every=2)
     _run(tiny_student, tiny_images, tmp_path, cfg, steps_stop=3, ckpt="c")
     accelerator = _acc()
     root, paths = tiny_images
@@ -95,13 +95,13 @@ def test_checkpoints_of_another_config_are_ignored(tiny_student, tiny_images, tm
 
 
 def test_batch_plan_epochs_and_determinism():
-    cfg = OptimConfig(batch_size=3, grad_accum=2, steps=5)
+    cfg = section("spd.optim", batch_size=3, grad_accum=2, steps=5)
     a, b = batch_plan(10, cfg, 7), batch_plan(10, cfg, 7)
     assert a == b and len(a) == 5 and all(len(w) == 2 and all(len(m) == 3 for m in w) for w in a)
     first_epoch = [i for w in a for m in w for i in m][:10]
     assert sorted(first_epoch) == list(range(10))
-    assert len(batch_plan(10, OptimConfig(batch_size=4, epochs=2.0), 0)) == 5
+    assert len(batch_plan(10, section("spd.optim", batch_size=4, epochs=2.0), 0)) == 5
     groups = [0] * 7 + [1] * 3
-    plan = batch_plan(10, OptimConfig(batch_size=2, steps=20), 1, groups=groups)
+    plan = batch_plan(10, section("spd.optim", batch_size=2, steps=20), 1, groups=groups)
     assert all(len({groups[i] for i in m}) == 1 for w in plan for m in w)
     assert {i for w in plan[:6] for m in w for i in m} == set(range(10))  # 4 + 2 micro-batches: the first epoch sees every example

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from validation_helpers import FINDINGS, plant, roster_table
 
-from apodistill.config import ValidateConfig
+from params_helpers import section
 from apodistill.validation import validate_trajectories
 from apodistill.validation.screenshot import find_browser, headless_command, screenshot, validation_pages
 
@@ -24,7 +24,7 @@ def docs(tmp_path_factory):
     table, studies = roster_table(n_studies=40, seed=8, drift_teacher=None)
     table, studies, _ = plant(table, studies)
     out = tmp_path_factory.mktemp("docs")
-    validate_trajectories(table, studies, FINDINGS, ValidateConfig(drift_window=10), "auto", REPO / "validation", out)
+    validate_trajectories(table, studies, FINDINGS, section("validate", drift_window=10), "auto", REPO / "validation", out)
     return out
 
 

@@ -15,7 +15,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 from validation_helpers import FINDINGS, plant, planted_defects, roster_table  # noqa: E402
 
-from apodistill.config import ValidateConfig  # noqa: E402
+from params_helpers import section  # noqa: E402
 from apodistill.findings import parse_trajectory  # noqa: E402
 from apodistill.validation import load_suite_spec, validate_trajectories  # noqa: E402
 from apodistill.validation.gate import threshold_violations  # noqa: E402
@@ -32,7 +32,7 @@ def outcome(tmp_path_factory):
     table, studies, expected = plant(table, studies)
     docs = tmp_path_factory.mktemp("docs")
     result = validate_trajectories(
-        table, studies, FINDINGS, ValidateConfig(drift_window=50), {t: 1.0 for t in table["teacher"].unique()}, SUITES, docs
+        table, studies, FINDINGS, section("validate", drift_window=50), {t: 1.0 for t in table["teacher"].unique()}, SUITES, docs
     )
     return result, table, expected, docs
 

@@ -28,46 +28,36 @@ params_app = typer.Typer(help="Check and show params.yaml.", no_args_is_help=Tru
 app.add_typer(params_app, name="params")
 
 
-@params_app.command("check")
-def params_check(file: Path = typer.Argument(Path("params.yaml"), help="Params file to check.")) -> None:
-    """Validate FILE against the typed params; print each bad key path and exit 1 if any."""
+def _load(file: Path, code: int):
+    """The checked params of ``file``, or exit ``code`` printing each bad key."""
     from apodistill.config import ParamsError, load_params
 
     try:
-        p = load_params(file)
+        return load_params(file)
     except ParamsError as err:
         typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(code) from None
+
+
+@params_app.command("check")
+def params_check(file: Path = typer.Argument(Path("params.yaml"), help="Params file to check.")) -> None:
+    """Validate FILE against the typed params; print each bad key path and exit 1 if any."""
+    p = _load(file, 1)
     typer.echo(f"{file}: ok ({len(p.teachers.roster)} teachers, findings: {', '.join(p.base.findings)})")
 
 
 @params_app.command("show")
 def params_show(file: Path = typer.Argument(Path("params.yaml"), help="Params file to resolve.")) -> None:
-    """Print the resolved params (defaults filled in) as JSON."""
-    from apodistill.config import ParamsError, load_params
-
-    try:
-        p = load_params(file)
-    except ParamsError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(json.dumps(p.dump(), indent=2))
+    """Print the resolved params as JSON (each roster entry with teachers.defaults filled in)."""
+    typer.echo(json.dumps(_load(file, 1).dump(), indent=2))
 
 
 DEFAULT_MODEL = "models:/apodistill-student@champion"
 
 
 def _register_config(params_file: Path):
-    """The ``register:`` section of ``params_file``; the defaults when the file does not exist."""
-    from apodistill.config import ParamsError, RegisterConfig, load_params
-
-    if not params_file.is_file():
-        return RegisterConfig()
-    try:
-        return load_params(params_file).register_
-    except ParamsError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    """The ``register:`` section of ``params_file`` (params.yaml holds the only defaults); exit 2 without it."""
+    return _load(params_file, 2).register_
 
 
 @app.command()
@@ -77,7 +67,7 @@ def promote(
     force: bool = typer.Option(False, "--force", help="Promote even if the gate refuses (needs --reason; never without an evaluation)."),
     reason: Optional[str] = typer.Option(None, help="Why --force: recorded as the version tag promoted.reason."),
     name: Optional[str] = typer.Option(None, help="Registered model; default register.model_name."),
-    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Where the register: defaults come from."),
+    params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file the register: values come from (run from the repository, or name it)."),
 ) -> None:
     """Move alias `champion` to the `challenger` version when it is better by at least the margin.
 

@@ -1,11 +1,14 @@
 """Self-distillation ("compare"): one consensus trajectory per study from all its teachers.
 
-Methods register by name:
+``self_distill.method`` names the method:
 - ``in_context`` (the paper): the SPD student reads the study's image(s) and the teachers'
   trajectories concatenated in its prompt, and writes the consensus.
 - ``vote``: a w_u-weighted label vote per finding; the reasoning is taken from the teacher
   that agrees with the vote most. For students too small to aggregate in context, and the
   fallback for an in-context consensus that cannot be parsed.
+Label methods (a function of the teachers' parsed answers and w_u, no model) register by name
+in :data:`METHODS`; ``in_context`` needs the SPD student and is run by
+``apodistill.training.self_distill``.
 Each consensus keeps its provenance: method, which teachers agreed per finding, fallback.
 """
 
@@ -19,6 +22,7 @@ from apodistill.findings import ParsedTrajectory, display, format_trajectory, pa
 from apodistill.registry import Registry
 
 METHODS: Registry[Callable] = Registry("self-distillation method")
+IN_CONTEXT = "in_context"  # the paper's method: the student writes the consensus (not a label method)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,18 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            known = ", ".join(sorted(self._items)) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise KeyError(self._unknown(name)) from None
+
+    def check(self, name: str, also: tuple[str, ...] = ()) -> str:
+        """``name`` if registered (or one of ``also``); else ValueError listing the known names
+        (what a config validator raises, so the error names the key)."""
+        if name not in self._items and name not in also:
+            raise ValueError(self._unknown(name, also))
+        return name
+
+    def _unknown(self, name: str, also: tuple[str, ...] = ()) -> str:
+        known = ", ".join(sorted([*self._items, *also])) or "(none)"
+        return f"unknown {self.kind} {name!r}; known: {known}"
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from apodistill.config._base import Section
+from apodistill.config.files import known
 from apodistill.findings import CHEXPERT_14, MS_CXR_T_5
 
 
 class BaseConfig(Section):
-    seed: int = Field(42, description="Seed for python, numpy and torch in every stage.")
+    seed: int = Field(description="Seed for python, numpy and torch in every stage.")
     findings: list[str] = Field(
-        default_factory=lambda: list(MS_CXR_T_5),
         description="Findings that trajectories answer and metrics score (CheXpert names).",
     )
-    mlflow_experiment: str = Field("apodistill", description="MLflow experiment that every stage logs to.")
+    mlflow_experiment: str = Field(description="MLflow experiment that every stage logs to.")
     accelerate: str = Field(
-        "cpu",
         pattern=r"^[a-z0-9_]+$",
         description="Accelerate config for training stages: pipeline/accelerate/<name>.yaml (cpu, single_gpu, multi_gpu, deepspeed_zero2, fsdp).",
     )
@@ -30,3 +29,11 @@ class BaseConfig(Section):
         if len(set(v)) != len(v) or not v:
             raise ValueError("findings must be a non-empty list without repeats")
         return v
+
+    @field_validator("accelerate")
+    @classmethod
+    def _launcher_exists(cls, name: str, info: ValidationInfo) -> str:
+        repo = (info.context or {}).get("repo")
+        if repo is not None and repo.accelerate is not None:
+            known(name, repo.accelerate_names(), "launcher config", repo.where(repo.accelerate.parent))
+        return name

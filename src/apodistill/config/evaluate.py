@@ -10,25 +10,23 @@ from apodistill.config._base import Section
 
 
 class EvaluateConfig(Section):
-    split: str = Field("test", description="Split to evaluate on (never used for training or weights).")
-    max_new_tokens: int = Field(224, gt=0, description="Generation length limit for students (tokens).")
-    batch_size: int = Field(64, gt=0, description="Studies generated at once.")
-    bootstrap: int = Field(1000, ge=0, description="Paired bootstrap resamples for 95% intervals (0: off).")
+    split: Literal["train", "val", "test"] = Field(description="Split to evaluate on: test (never used for training, weights or choices); val or train for diagnostics.")
+    max_new_tokens: int = Field(gt=0, description="Generation length limit for students (tokens).")
+    batch_size: int = Field(gt=0, description="Studies generated at once.")
+    bootstrap: int = Field(ge=0, description="Paired bootstrap resamples for 95% intervals (0: off).")
     clinical_f1_uncertain: Literal["negative", "positive"] = Field(
-        "negative",
         description="How the labeler's uncertain (-1) counts in clinical F1: negative (F1-CheXbert's default) or positive.",
     )
-    examples: int = Field(8, ge=0, description="Studies where APO and SPD disagree shown, with their image, in the HTML report.")
+    examples: int = Field(ge=0, description="Studies where APO and SPD disagree shown, with their image, in the HTML report.")
 
 
 class RegisterConfig(Section):
-    model_name: str = Field("apodistill-student", description="MLflow registered model name.")
-    alias: str = Field("challenger", description="Alias given to the new version.")
+    model_name: str = Field(description="MLflow registered model name.")
+    alias: str = Field(description="Alias given to the new version.")
     promote_metric: str | None = Field(
-        None,
         description="Metric `apodistill promote` compares (the student's own key, e.g. acc.mean, pair_acc.mean, "
         "acc.pneumothorax; higher is better); null: pair_acc.mean when both versions have it, else acc.mean.",
     )
     promote_margin: float = Field(
-        0.01, ge=0, description="Smallest gain in promote_metric (absolute) that moves `champion` to the challenger.",
+        ge=0, description="Smallest gain in promote_metric (absolute) that moves `champion` to the challenger.",
     )

@@ -4,53 +4,62 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from apodistill.config._base import Section
 
 
 class FetchConfig(Section):
-    source: str = Field("synthetic", description="Registered data source: synthetic | mimic_cxr | ms_cxr_t | cxr_max.")
+    source: str = Field(description="Registered data source: synthetic | mimic_cxr | ms_cxr_t | cxr_max.")
     root: str | None = Field(
-        None, description="Real sources: the local MIMIC-CXR-JPG folder (files/, mimic-cxr-2.0.0-*.csv.gz); optional for cxr_max."
+        description="Real sources: the local MIMIC-CXR-JPG folder (files/, mimic-cxr-2.0.0-*.csv.gz); optional for cxr_max."
     )
-    n_patients: int = Field(600, gt=0, description="Synthetic: number of patients.")
-    studies_per_patient: int = Field(3, gt=0, description="Synthetic: longitudinal studies per patient (pairs come from consecutive ones).")
-    image_size: int = Field(64, ge=32, description="Synthetic: rendered image side in pixels.")
-    fraction: float = Field(1.0, gt=0, le=1, description="Patient-level, label-stratified subset to keep (the paper uses 0.1 of MIMIC-CXR).")
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="Synthetic: share of patients in val.")
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="Synthetic: share of patients in test.")
-    max_bad_fraction: float = Field(0.01, ge=0, le=1, description="Fail the stage when more images than this are unreadable.")
+    n_patients: int = Field(gt=0, description="Synthetic: number of patients.")
+    studies_per_patient: int = Field(gt=0, description="Synthetic: longitudinal studies per patient (pairs come from consecutive ones).")
+    image_size: int = Field(ge=32, description="Synthetic: rendered image side in pixels.")
+    fraction: float = Field(gt=0, le=1, description="Patient-level, label-stratified subset to keep (the paper uses 0.1 of MIMIC-CXR).")
+    val_fraction: float = Field(ge=0, lt=1, description="Synthetic: share of patients in val.")
+    test_fraction: float = Field(gt=0, lt=1, description="Synthetic: share of patients in test.")
+    max_bad_fraction: float = Field(ge=0, le=1, description="Fail the stage when more images than this are unreadable.")
     hedge_fraction: float = Field(
-        0.15,
         ge=0,
         le=1,
         description="Synthetic: share of faint (severity < 0.4) findings reported with uncertainty ('possible ...') and labelled -1.",
     )
     uncertain_labels: Literal["positive", "negative", "ignore"] = Field(
-        "ignore", description="MIMIC-CXR CheXpert -1 labels: count as positive (1), negative (0), or leave them uncertain (-1)."
+        description="MIMIC-CXR CheXpert -1 labels: count as positive (1), negative (0), or leave them uncertain (-1)."
     )
     label_source: Literal["chexpert", "negbio"] = Field(
-        "chexpert", description="MIMIC-CXR-JPG labeler file: mimic-cxr-2.0.0-chexpert.csv.gz or -negbio.csv.gz."
+        description="MIMIC-CXR-JPG labeler file: mimic-cxr-2.0.0-chexpert.csv.gz or -negbio.csv.gz."
     )
     views: list[str] = Field(
-        default_factory=lambda: ["PA", "AP"],
         min_length=1,
         description="MIMIC-CXR ViewPosition values kept, in order of preference (one image per study).",
     )
     reports_root: str | None = Field(
-        None,
         description="Folder of the MIMIC-CXR reports (mimic-cxr-reports: files/pXX/pXXXXXXXX/sXXXXXXXX.txt); null: <root>/mimic-cxr-reports, then <root>.",
     )
     annotations: str | None = Field(
-        None,
         description="ms_cxr_t: MS-CXR-T folder or its temporal image classification CSV; cxr_max: the CXR-MAX folder or file.",
     )
     download: bool = Field(
-        False,
         description="mimic_cxr: download missing files from PhysioNet into `root` (credentials from PHYSIONET_USERNAME / PHYSIONET_PASSWORD).",
     )
     download_url: str = Field(
-        "https://physionet.org/files/mimic-cxr-jpg/2.1.0/",
         description="Release folder the download reads (its SHA256SUMS.txt is checked).",
     )
+
+    @field_validator("source")
+    @classmethod
+    def _registered(cls, source: str) -> str:
+        from apodistill.data import SOURCES  # imported here: importing the data package registers every source
+
+        return SOURCES.check(source)
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _train_left(cls, test: float, info: ValidationInfo) -> float:
+        val = info.data.get("val_fraction")
+        if val is not None and val + test >= 1:
+            raise ValueError(f"val_fraction + test_fraction = {val + test:g} leaves no patients for train; the sum must be < 1")
+        return test

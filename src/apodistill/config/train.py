@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from apodistill.config._base import Section
 
@@ -12,15 +12,15 @@ from apodistill.config._base import Section
 class TinyStudentConfig(Section):
     """Dimensions of the from-scratch Qwen2.5-VL student (used when ``base_model`` is null)."""
 
-    vocab_size: int = Field(512, ge=300, description="Byte-level BPE vocabulary trained on the training corpus.")
-    hidden_size: int = Field(128, gt=0, description="Text decoder width.")
-    num_layers: int = Field(2, gt=0, description="Text decoder layers.")
-    num_heads: int = Field(8, gt=0, description="Attention heads (head_dim = hidden/heads).")
-    num_kv_heads: int = Field(8, gt=0, description="Key/value heads (grouped-query attention when < heads).")
-    intermediate_size: int = Field(256, gt=0, description="MLP width.")
-    vision_hidden_size: int = Field(64, gt=0, description="Vision tower width.")
-    vision_depth: int = Field(2, gt=0, description="Vision tower blocks.")
-    vision_heads: int = Field(4, gt=0, description="Vision attention heads.")
+    vocab_size: int = Field(ge=300, description="Byte-level BPE vocabulary trained on the training corpus.")
+    hidden_size: int = Field(gt=0, description="Text decoder width.")
+    num_layers: int = Field(gt=0, description="Text decoder layers.")
+    num_heads: int = Field(gt=0, description="Attention heads (head_dim = hidden/heads).")
+    num_kv_heads: int = Field(gt=0, description="Key/value heads (grouped-query attention when < heads).")
+    intermediate_size: int = Field(gt=0, description="MLP width.")
+    vision_hidden_size: int = Field(gt=0, description="Vision tower width.")
+    vision_depth: int = Field(gt=0, description="Vision tower blocks.")
+    vision_heads: int = Field(gt=0, description="Vision attention heads.")
 
     @model_validator(mode="after")
     def _heads(self) -> "TinyStudentConfig":
@@ -34,67 +34,80 @@ class TinyStudentConfig(Section):
 
 
 class LoraConfigSection(Section):
-    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights.")
-    r: int = Field(8, gt=0, description="LoRA rank (paper: 8).")
-    alpha: int = Field(32, gt=0, description="LoRA alpha (paper: 32).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
-    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Modules that get adapters.")
+    enabled: bool = Field(description="Train LoRA adapters instead of all weights.")
+    r: int = Field(gt=0, description="LoRA rank (paper: 8).")
+    alpha: int = Field(gt=0, description="LoRA alpha (paper: 32).")
+    dropout: float = Field(ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] | Literal["all-linear"] = Field(description="Modules that get adapters.")
 
 
 class OptimConfig(Section):
-    lr: float = Field(1e-3, gt=0, description="Peak learning rate.")
-    steps: int = Field(1000, gt=0, description="Optimizer steps (the embedded default budgets in steps, not epochs).")
-    epochs: float | None = Field(None, gt=0, description="If set, overrides steps with ceil(epochs * examples / effective batch).")
-    batch_size: int = Field(16, gt=0, description="Per-device micro-batch.")
-    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Linear warm-up share of the steps.")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decay floor as a share of lr.")
-    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
-    checkpoint_every: int = Field(200, gt=0, description="Save a resumable checkpoint every N steps.")
-    log_every: int = Field(10, gt=0, description="Log curves every N steps.")
-    bf16: bool = Field(False, description="bf16 autocast (GPU); keep false on CPU.")
+    lr: float = Field(gt=0, description="Peak learning rate.")
+    steps: int = Field(gt=0, description="Optimizer steps (the embedded default budgets in steps, not epochs).")
+    epochs: float | None = Field(gt=0, description="If set, overrides steps with ceil(epochs * examples / effective batch).")
+    batch_size: int = Field(gt=0, description="Per-device micro-batch.")
+    grad_accum: int = Field(gt=0, description="Micro-batches per optimizer step.")
+    warmup_ratio: float = Field(ge=0, lt=1, description="Linear warm-up share of the steps.")
+    min_lr_ratio: float = Field(ge=0, le=1, description="Cosine decay floor as a share of lr.")
+    weight_decay: float = Field(ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field(description="AdamW betas.")
+    max_grad_norm: float = Field(gt=0, description="Gradient clipping.")
+    checkpoint_every: int = Field(gt=0, description="Save a resumable checkpoint every N steps.")
+    log_every: int = Field(gt=0, description="Log curves every N steps.")
+    bf16: bool = Field(description="bf16 autocast (GPU); keep false on CPU.")
 
 
 class SpdConfig(Section):
-    base_model: str | None = Field(None, description="HF id or local path of the student (null: tiny model built from `model`).")
-    model: TinyStudentConfig = Field(default_factory=TinyStudentConfig)
-    image_size: int = Field(64, ge=28, description="Images are resized to this side before the processor (64 -> 4 visual tokens).")
-    max_length: int = Field(256, gt=0, description="Tokens per training sequence (prompt + trajectory).")
+    base_model: str | None = Field(description="HF id or local path of the student (null: tiny model built from `model`).")
+    model: TinyStudentConfig
+    image_size: int = Field(ge=28, description="Images are resized to this side before the processor (64 -> 4 visual tokens).")
+    max_length: int = Field(gt=0, description="Tokens per training sequence (prompt + trajectory).")
     consensus_fraction: float = Field(
-        0.0,
         ge=0,
         lt=1,
         description="Share of SPD examples in the consensus format (teachers' trajectories in the prompt, their w_u-weighted vote as target), teaching a small student to compare; 0 for instruction-tuned students.",
     )
-    lora: LoraConfigSection = Field(default_factory=LoraConfigSection)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
+    lora: LoraConfigSection
+    optim: OptimConfig
 
 
 class SelfDistillConfig(Section):
-    method: Literal["in_context", "vote"] = Field("in_context", description="in_context: the student writes the consensus (paper); vote: w_u-weighted label vote.")
-    context: Literal["full", "answers"] = Field("full", description="What of each teacher trajectory the student reads: full text, or its answer lines only.")
-    max_new_tokens: int = Field(224, gt=0, description="Consensus length limit (tokens).")
-    do_sample: bool = Field(False, description="Sample the consensus (true) or decode greedily.")
-    temperature: float = Field(0.7, gt=0, description="Sampling temperature when do_sample.")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling when do_sample.")
-    batch_size: int = Field(32, gt=0, description="Studies generated at once.")
-    fallback: Literal["vote", "drop"] = Field("vote", description="An unparseable consensus is replaced by the vote (recorded) or dropped.")
+    method: str = Field(
+        description="in_context: the student writes the consensus (paper); or a label method registered in "
+        "apodistill.consensus.METHODS (vote: w_u-weighted label vote).",
+    )
+    context: Literal["full", "answers"] = Field(description="What of each teacher trajectory the student reads: full text, or its answer lines only.")
+    max_new_tokens: int = Field(gt=0, description="Consensus length limit (tokens).")
+    do_sample: bool = Field(description="Sample the consensus (true) or decode greedily.")
+    temperature: float = Field(gt=0, description="Sampling temperature when do_sample.")
+    top_p: float = Field(gt=0, le=1, description="Nucleus sampling when do_sample.")
+    batch_size: int = Field(gt=0, description="Studies generated at once.")
+    fallback: Literal["vote", "drop"] = Field(description="An unparseable consensus is replaced by the vote (recorded) or dropped.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        from apodistill.consensus import IN_CONTEXT, METHODS
+
+        return METHODS.check(method, also=(IN_CONTEXT,))
 
 
 class ApoConfig(Section):
-    beta: float = Field(0.1, gt=0, description="Reward scale in r = beta * log(pi/pi_ref).")
-    loss: Literal["plackett_luce", "pairwise"] = Field("plackett_luce", description="plackett_luce: paper's N+1 softmax; pairwise: released script's DPO pairs.")
-    weight_negatives: bool = Field(False, description="Scale each negative by its teacher's w_u (false reproduces the paper).")
+    beta: float = Field(gt=0, description="Reward scale in r = beta * log(pi/pi_ref).")
+    loss: str = Field(description="APO loss registered in apodistill.losses.LOSSES: plackett_luce (paper's N+1 softmax) | pairwise (released script's DPO pairs).")
+    weight_negatives: bool = Field(description="Scale each negative by its teacher's w_u (false reproduces the paper).")
     pairwise_baseline: bool = Field(
-        False,
         description="Also train the paper's released variant (pairwise DPO, one pair per teacher) from the same reference, "
         "for the comparison table; the reference log-probs are shared, so it costs one more training run.",
     )
-    max_length: int = Field(256, gt=0, description="Tokens per candidate sequence.")
-    ref_batch_size: int = Field(16, gt=0, description="Prompts per forward when computing the reference log-probs (no gradients: can be larger).")
-    lora: LoraConfigSection = Field(default_factory=LoraConfigSection)
-    optim: OptimConfig = Field(
-        default_factory=lambda: OptimConfig(lr=1e-4, steps=200, batch_size=4, warmup_ratio=0.1, checkpoint_every=100)
-    )
+    max_length: int = Field(gt=0, description="Tokens per candidate sequence.")
+    ref_batch_size: int = Field(gt=0, description="Prompts per forward when computing the reference log-probs (no gradients: can be larger).")
+    lora: LoraConfigSection
+    optim: OptimConfig
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, loss: str) -> str:
+        from apodistill.losses import LOSSES  # no torch at import time
+
+        return LOSSES.check(loss)

@@ -2,11 +2,10 @@
 report labeler with clinical F1, and report-generation metrics (BLEU, ROUGE-L, METEOR, CIDEr).
 
 Every function is pure (data in, flat ``{key: float}`` dict out) so the ``evaluate`` stage can
-write them straight into ``reports/metrics.json``. Metrics register by name in :data:`METRICS`.
+write them straight into ``reports/metrics.json``.
 See docs/metrics.md for the conventions (what counts as wrong, how uncertain is treated).
 """
 
-from apodistill.metrics._registry import METRICS
 from apodistill.metrics.bootstrap import paired_bootstrap
 from apodistill.metrics.classification import (
     accuracy_per_finding,
@@ -19,7 +18,6 @@ from apodistill.metrics.reports import MeteorScorer, report_metrics, tokenize
 from apodistill.metrics.zeroshot import answers_to_scores, auc_per_finding, read_chexpert, read_openi
 
 __all__ = [
-    "METRICS",
     "MeteorScorer",
     "accuracy_per_finding",
     "answers_to_scores",

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from apodistill.findings import values_for
-from apodistill.metrics._registry import METRICS
 
 UNPARSED = "unparsed"
 
@@ -121,7 +120,6 @@ def _wellformed(pred: pd.DataFrame, gold: pd.DataFrame, findings: Sequence[str],
     return float(ok.mean())
 
 
-@METRICS.register("accuracy")
 def accuracy_per_finding(
     pred: pd.DataFrame,
     gold: pd.DataFrame,
@@ -182,7 +180,6 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     return p, r, f
 
 
-@METRICS.register("prf")
 def precision_recall_f1(
     pred: pd.DataFrame,
     gold: pd.DataFrame,

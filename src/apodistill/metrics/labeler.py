@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 
 from apodistill.findings import CHEXPERT_14, MS_CXR_T_5
-from apodistill.metrics._registry import METRICS
 from apodistill.metrics.labeler_rules import CUES, MENTIONS, CueRule, MentionRule
 
 _SENTENCE_END = re.compile(r"(?<!\svs\.)(?<=[.!?;])\s+|\n+")
@@ -277,7 +276,6 @@ def chexpert_f1_from_labels(
     return out
 
 
-@METRICS.register("chexpert_f1")
 def chexpert_f1(refs: Sequence[str], hyps: Sequence[str], uncertain: str = "negative") -> dict[str, float]:
     """Clinical efficacy F1 (the F1-CheXbert protocol, with this labeler instead of CheXbert).
 

@@ -22,7 +22,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
-from apodistill.metrics._registry import METRICS
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -117,7 +116,6 @@ def shared_meteor() -> MeteorScorer:
     return scorer
 
 
-@METRICS.register("report")
 def report_metrics(
     refs: Sequence[str],
     hyps: Sequence[str],

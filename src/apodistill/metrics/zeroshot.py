@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 
 from apodistill.findings import CHEXPERT_14
-from apodistill.metrics._registry import METRICS
 from apodistill.metrics.labeler import label_report
 
 # CheXpert CSV column for each observation name ("no_finding" -> "No Finding", ...).
@@ -155,7 +154,6 @@ def answers_to_scores(pred: pd.DataFrame, findings: Sequence[str]) -> pd.DataFra
     return out
 
 
-@METRICS.register("auc")
 def auc_per_finding(
     pred: pd.DataFrame, gold: pd.DataFrame, findings: Sequence[str], key: str = "study_id"
 ) -> dict[str, float]:

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from apodistill.config.train import SelfDistillConfig
-from apodistill.consensus import METHODS, Consensus, TeacherAnswer, format_context, from_generation
+from apodistill.consensus import IN_CONTEXT, METHODS, Consensus, TeacherAnswer, format_context, from_generation
 from apodistill.training.data import ImageStore, StudyKey, consensus_prompt, images_for
 
 
@@ -36,14 +36,16 @@ def run_self_distill(
     processor: Any = None,
 ) -> pd.DataFrame:
     """Consensus table: one row per study key (columns: task, study_id, prior_study_id, text,
-    method, fallback, agreeing, n_teachers). ``in_context`` needs the SPD model and processor."""
+    method, fallback, agreeing, n_teachers). ``in_context`` needs the SPD model and processor;
+    any other ``cfg.method`` is looked up in :data:`apodistill.consensus.METHODS`."""
     from tqdm.auto import tqdm
 
     keys = sorted(groups, key=str)
     rows: list[dict[str, Any]] = []
-    if cfg.method == "vote":
-        for k in tqdm(keys, desc="vote"):
-            rows.append(_row(k, METHODS.get("vote")(groups[k], weights, findings, k[0]), len(groups[k])))
+    if cfg.method != IN_CONTEXT:
+        method = METHODS.get(cfg.method)
+        for k in tqdm(keys, desc=cfg.method):
+            rows.append(_row(k, method(groups[k], weights, findings, k[0]), len(groups[k])))
         return pd.DataFrame(rows)
 
     from apodistill.student import generate
