@@ -1,10 +1,13 @@
 # Two commands: `make run` (whole pipeline on the embedded default) and `make test`.
 # Set-up is idempotent: .venv is created once, torch==2.13.0 (CPU wheel) first, then the
-# project with the versions locked in constraints.txt.
+# project with the versions locked in constraints.txt; `make test` adds the [test] extra
+# (pytest, httpx), `make bench` the [bench] extra (TRL), neither needed to run the pipeline.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -37,13 +40,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/dvc config core.analytics false
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(TEST_STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install -q -c constraints.txt -e '.[bench]'
+	touch $(BENCH_STAMP)
+
 run: $(STAMP)
 	dvc repro
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	python -m pytest -q
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	python bench/apo_vs_trl.py
 	python bench/teachers_throughput.py
 

@@ -52,7 +52,7 @@ def main() -> int:
     OpenAIBackend.run = timed_run
 
     server = subprocess.Popen(
-        [sys.executable, "-m", "apodistill.teachers.fake_server", "--port", "0", "--latency", str(args.latency)],
+        [sys.executable, str(REPO / "tests" / "fake_openai_server.py"), "--port", "0", "--latency", str(args.latency)],
         stdout=subprocess.PIPE, text=True,
     )
     try:

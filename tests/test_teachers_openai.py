@@ -17,7 +17,7 @@ from teachers_helpers import make_benchmark
 from apodistill.config import load_params
 from params_helpers import DEFAULT, teachers_config
 from apodistill.teachers.backends import TeacherSetupError
-from apodistill.teachers.fake_server import FakeOpenAIServer, identity_of
+from fake_openai_server import FakeOpenAIServer, identity_of
 from apodistill.teachers.guard import PhiGuardError
 from apodistill.teachers.openai_compat import OpenAIBackend, image_data_url, parse_completion, retry_after_s
 from apodistill.teachers.runner import run_teachers

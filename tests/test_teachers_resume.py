@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 from teachers_helpers import make_benchmark
 
-from apodistill.teachers.fake_server import FakeOpenAIServer, identity_of
+from fake_openai_server import FakeOpenAIServer, identity_of
 from apodistill.teachers.openai_compat import image_data_url
 
 REPO = Path(__file__).resolve().parents[1]

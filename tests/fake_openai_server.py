@@ -12,7 +12,7 @@ in the text) | ``refusal_field`` (the ``message.refusal`` field) | ``400`` | ``4
 A request's identity is a hash of its image data URLs, so the caller can tell which study a
 request was about and how many times the server saw it.
 
-    python -m apodistill.teachers.fake_server --port 8000 --latency 0.2
+    python tests/fake_openai_server.py --port 8000 --latency 0.2
 """
 
 from __future__ import annotations
