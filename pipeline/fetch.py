@@ -3,9 +3,11 @@
     python pipeline/fetch.py --params params.yaml --out data/benchmark \\
         --card reports/data.md --contact-sheet reports/contact_sheet.png --metrics reports/fetch.json
 
-Writes studies / pairs / image_quarantine Parquet tables and provenance.json into --out,
-the data card, the contact sheet (synthetic: each finding by severity; real sources: the first
-images) and flat metrics; logs to MLflow. Exits 1 when the data cannot be built.
+Writes studies / pairs / image_quarantine Parquet tables, source.json (source, licence, whether
+the images are credentialed: what the teachers stage's PHI guard reads) and provenance.json into
+--out, all or nothing; the data card (with what the readers dropped), the contact sheet
+(synthetic: each finding by severity; real sources: the first images) and flat metrics; logs to MLflow.
+Exits 1 when the data cannot be built (nothing is written then).
 """
 
 from __future__ import annotations

@@ -73,8 +73,9 @@ def test_too_many_bad_images_fail_naming_the_numbers(tmp_path):
         build(params(source="test_bad_images", n_patients=N_GOOD + 4, max_bad_fraction=0.1), tmp_path)
     msg = str(err.value)
     assert "4 of 24 images" in msg and "16.67%" in msg and "fetch.max_bad_fraction=10.00%" in msg
-    assert (tmp_path / "image_quarantine.parquet").exists()  # written first, for the user to look at
-    assert not (tmp_path / "studies.parquet").exists()
+    assert "1 x empty file" in msg and "1 x missing file" in msg  # the reasons travel in the message ...
+    assert list(tmp_path.iterdir()) == []  # ... since a failing fetch leaves nothing behind
+    assert not [p for p in tmp_path.parent.iterdir() if ".tmp-" in p.name]
 
 
 def test_check_image_accepts_real_kinds(tmp_path):
@@ -121,6 +122,7 @@ def test_fetch_stage_script_writes_every_output(tmp_path):
         "APODISTILL_MLFLOW_ARTIFACTS": str(tmp_path / "mlartifacts"),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "HOME": str(tmp_path),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # a worktree's src/ when set, else the installed package
     }
     cmd = [sys.executable, str(REPO / "pipeline" / "fetch.py"), "--params", "params.yaml", "--out", "data/benchmark",
            "--card", "reports/data.md", "--contact-sheet", "reports/contact_sheet.png", "--metrics", "reports/fetch.json"]  # fmt: skip
@@ -149,3 +151,4 @@ def test_fetch_stage_fails_cleanly_on_a_missing_root(tmp_path):
     assert res.returncode == 1
     assert str(tmp_path / "nope") in res.stderr and "mimic-cxr-2.0.0-metadata.csv.gz" in res.stderr
     assert "Traceback" not in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # no output folder, card or metrics

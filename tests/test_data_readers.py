@@ -21,7 +21,8 @@ CORRUPT_STUDY = "59000001"
 
 
 def params(source: str, **fetch) -> SimpleNamespace:
-    return SimpleNamespace(base=DEFAULT.base, fetch=section("fetch", source=source, max_bad_fraction=0.5, **fetch))
+    fetch = {"max_bad_fraction": 0.5, "max_dropped_fraction": 0.5, **fetch}
+    return SimpleNamespace(base=DEFAULT.base, fetch=section("fetch", source=source, **fetch))
 
 
 def tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -95,10 +96,10 @@ def test_ms_cxr_t_pairs_join_mimic_images(tmp_path):
     assert p.at["58000000", "progression_edema"] == "worsening" and p.at["58000000", "progression_consolidation"] == "stable"
     assert p.at["56000002", "prior_image_path"].endswith("ee315a0d-2c54f70b-7d914e68-f52b03ca-91d8e7f6.jpg")
     assert p.at["56000002", "label_quality_consolidation"] == "one_expert"
-    # the pair whose prior is truncated and the pair whose images are absent are quarantined
-    assert set(quarantine["study_id"]) == {CORRUPT_STUDY, "57000001", "57000002"}
-    assert (quarantine.set_index("study_id").loc[["57000001", "57000002"], "reason"] == "missing file").all()
-    assert summary["bad_images"] == 3
+    # the pair whose prior is truncated and the row whose images MIMIC does not list are quarantined
+    assert set(quarantine["study_id"]) == {CORRUPT_STUDY, "57000002"}
+    assert quarantine.set_index("study_id").at["57000002", "reason"].startswith("unjoined row: image(s) p13/p13000000/s57000001/")
+    assert summary["bad_images"] == 1 and summary["dropped.unjoined_rows"] == 1 and summary["dropped.rows_read"] == 5
     assert set(studies["study_id"]) == set(pairs["prior_study_id"]) | set(pairs["current_study_id"]) | {"59000002"}
     assert studies.set_index("study_id").at["56000001", "view"] == "PA"  # the image the pair uses
     assert (pairs["split"] == pairs["current_study_id"].map(studies.set_index("study_id")["split"])).all()

@@ -21,6 +21,12 @@ class FetchConfig(Section):
     val_fraction: float = Field(ge=0, lt=1, description="Synthetic: share of patients in val.")
     test_fraction: float = Field(gt=0, lt=1, description="Synthetic: share of patients in test.")
     max_bad_fraction: float = Field(ge=0, le=1, description="Fail the stage when more images than this are unreadable.")
+    max_dropped_fraction: float = Field(
+        ge=0,
+        le=1,
+        description="Real sources: fail the stage when more than this share of the kept studies has no report file, or of the "
+        "annotation rows is unreadable or does not join MIMIC-CXR-JPG (each kind checked on its own). 1.0 builds without reports.",
+    )
     hedge_fraction: float = Field(
         ge=0,
         le=1,
@@ -37,7 +43,8 @@ class FetchConfig(Section):
         description="MIMIC-CXR ViewPosition values kept, in order of preference (one image per study).",
     )
     reports_root: str | None = Field(
-        description="Folder of the MIMIC-CXR reports (mimic-cxr-reports: files/pXX/pXXXXXXXX/sXXXXXXXX.txt); null: <root>/mimic-cxr-reports, then <root>.",
+        description="Folder of the MIMIC-CXR reports (mimic-cxr-reports: files/pXX/pXXXXXXXX/sXXXXXXXX.txt); null: <root>/mimic-cxr-reports, "
+        "<root>, then <root>/../mimic-cxr-reports (no report found in any of them is an error naming them).",
     )
     annotations: str | None = Field(
         description="ms_cxr_t: MS-CXR-T folder or its temporal image classification CSV; cxr_max: the CXR-MAX folder or file.",

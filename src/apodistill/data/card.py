@@ -63,6 +63,28 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def drop_section(summary: dict[str, Any]) -> list[str]:
+    """The "what the readers dropped" table: every count, zero included, so silence means zero."""
+    if "dropped.rows_read" not in summary:
+        return []
+
+    def share(n: int, of: int) -> str:
+        return f"{n / of:.2%}" if of else "-"
+
+    d = {k.removeprefix("dropped."): v for k, v in summary.items() if k.startswith("dropped.")}
+    rows = [
+        ["missing report file", d["missing_reports"], d["reports_expected"] or "no reports in this source", share(d["missing_reports"], d["reports_expected"])],
+        ["report without FINDINGS / IMPRESSION", d["reports_without_sections"], d["reports_expected"] or "-", share(d["reports_without_sections"], d["reports_expected"])],
+        ["missing image file", d["missing_images"], summary.get("images_checked", 0), share(d["missing_images"], summary.get("images_checked", 0))],
+        ["unreadable annotation row", d["unreadable_rows"], d["rows_read"] or "-", share(d["unreadable_rows"], d["rows_read"])],
+        ["unjoined MS-CXR-T row", d["unjoined_rows"], d["rows_read"] or "-", share(d["unjoined_rows"], d["rows_read"])],
+    ]
+    return ["## What the readers dropped", "",
+            "Counted, never silent; the stage fails past `fetch.max_dropped_fraction` (reports, rows) or "
+            "`fetch.max_bad_fraction` (images). Dropped rows are in `image_quarantine.parquet` with their reason.", "",
+            _table(["what", "count", "of", "share"], rows), ""]
+
+
 def data_card(studies: pd.DataFrame, pairs: pd.DataFrame, quarantine: pd.DataFrame, summary: dict[str, Any], source: str, contact_sheet_name: str | None) -> str:
     """The Markdown data card: counts per split and finding, pairs per progression class."""
     splits = ("train", "val", "test")
@@ -110,6 +132,7 @@ def data_card(studies: pd.DataFrame, pairs: pd.DataFrame, quarantine: pd.DataFra
     if len(quarantine):
         reasons = quarantine["reason"].value_counts()
         parts += [_table(["reason", "images"], [[r, n] for r, n in reasons.items()]), ""]
+    parts += drop_section(summary)
     if contact_sheet_name:
         parts += ["## Contact sheet", "", f"![each rendered finding at increasing severity]({contact_sheet_name})", ""]
     return "\n".join(parts)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from apodistill.data.mimic import consecutive_pairs, read_studies
-from apodistill.data.sources import SOURCES, DataError, SourceTables, finish_tables
+from apodistill.data.sources import SOURCES, DataError, DropCounts, SourceTables, finish_tables
 from apodistill.data.split import assign_splits, stratified_subset
 from apodistill.findings import CHEXPERT_14, MS_CXR_T_5, format_answer, try_parse
 
@@ -164,6 +164,7 @@ def build_cxr_max(params, out_dir: Path) -> SourceTables:
     if not folder.exists():
         raise DataError(f"fetch.annotations {str(folder)!r} does not exist: it should hold the CXR-MAX release (JSON / JSONL trajectory files)")
     recs, quarantine = read_records(folder)
+    counts = DropCounts(rows_read=len(recs) + len(quarantine), unreadable_rows=len(quarantine))
     if recs.empty:
         raise DataError(f"{folder}: no readable CXR-MAX record ({len(quarantine)} unreadable)")
     strat = sorted(set(MS_CXR_T_5) | set(params.base.findings))
@@ -172,7 +173,7 @@ def build_cxr_max(params, out_dir: Path) -> SourceTables:
         root = Path(cfg.root).expanduser()
         if not root.is_dir():
             raise DataError(f"fetch.root {str(root)!r} does not exist: for cxr_max it is the optional MIMIC-CXR-JPG folder; set it to null to use the records alone")
-        studies, dropped = read_studies(root, cfg, seed, strat, study_ids={int(s) for s in recs["study_id"]})
+        studies, dropped = read_studies(root, cfg, seed, strat, study_ids={int(s) for s in recs["study_id"]}, counts=counts)
         quarantine = pd.concat([quarantine, dropped], ignore_index=True)
     else:  # the records alone: images relative to the release folder, labels from the records
         first = recs.drop_duplicates("study_id")
@@ -227,4 +228,5 @@ def build_cxr_max(params, out_dir: Path) -> SourceTables:
             }
         )
     traj = pd.DataFrame(rows).sort_values(["stream_index", "teacher", "record_id"]).reset_index(drop=True)
-    return SourceTables(studies=studies, pairs=consecutive_pairs(studies), quarantine=quarantine, extra={"trajectories": traj})
+    return SourceTables(studies=studies, pairs=consecutive_pairs(studies), quarantine=quarantine, extra={"trajectories": traj},
+                        dropped=counts)

@@ -21,7 +21,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from apodistill.data.sources import PAIR_COLUMNS, QUARANTINE_COLUMNS, SOURCES, DataError, SourceTables, finish_pairs, finish_tables, require_root
+from apodistill.data.sources import (
+    PAIR_COLUMNS, QUARANTINE_COLUMNS, SOURCES, DataError, DropCounts, SourceTables, finish_pairs, finish_tables, require_root,
+)
 from apodistill.data.split import assign_splits, stratified_subset
 from apodistill.findings import CHEXPERT_14, MS_CXR_T_5
 
@@ -69,33 +71,101 @@ def extract_sections(text: str) -> str:
 _META_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime")
 
 
-def read_metadata(root: Path) -> pd.DataFrame:
-    """The metadata table with its column names as in the release (matched case-insensitively)."""
+def read_metadata(root: Path, counts: DropCounts | None = None) -> pd.DataFrame:
+    """The metadata table with its column names as in the release (matched case-insensitively).
+
+    Rows whose ids do not parse are left out; with ``counts`` they are counted there and kept
+    (with the reason) in ``meta.attrs["unreadable"]`` for the quarantine.
+    """
     path = find_table(root, "metadata")
-    meta = pd.read_csv(path, dtype={"dicom_id": str})
+    meta = pd.read_csv(path, dtype={"dicom_id": str, "subject_id": str, "study_id": str})
     meta = meta.rename(columns={c: k for c in meta.columns for k in _META_COLUMNS if c.lower() == k.lower()})
     missing = [c for c in _META_COLUMNS if c not in meta]
     if missing:
         raise DataError(f"{path}: missing columns {missing}; MIMIC-CXR-JPG's metadata has {', '.join(_META_COLUMNS)}, ...")
+    why = unreadable_ids(meta, ("subject_id", "study_id"), ("dicom_id",))
+    bad = meta[why != ""]
+    meta = meta[why == ""].copy()
+    for c in ("subject_id", "study_id"):
+        meta[c] = pd.to_numeric(meta[c]).astype("int64")
+    if counts is not None:
+        counts.rows_read += len(meta) + len(bad)
+        counts.unreadable_rows += len(bad)
+    meta.attrs["unreadable"] = pd.DataFrame(
+        {"image_path": f"{path.name} row " + (bad.index + 2).astype(str), "study_id": bad["study_id"].astype(str),
+         "reason": why[why != ""]}, columns=QUARANTINE_COLUMNS,
+    )
     return meta
 
 
-def reports_folder(root: Path, reports_root: str | None) -> Path | None:
-    candidates = [Path(reports_root).expanduser()] if reports_root else [root / "mimic-cxr-reports", root]
-    for c in candidates:
-        if (c / "files").is_dir():
+def report_candidates(root: Path | None, reports_root: str | None) -> list[Path]:
+    """Where reports are looked for: ``fetch.reports_root`` alone when set; else inside the
+    tree (``<root>/mimic-cxr-reports``, ``<root>``) and beside it (``<root>/../mimic-cxr-reports``,
+    as when PhysioNet's two releases are unpacked side by side)."""
+    if reports_root:
+        return [Path(reports_root).expanduser()]
+    if root is None:
+        return []
+    return [root / "mimic-cxr-reports", root, root.parent / "mimic-cxr-reports"]
+
+
+def report_path(folder: Path, subject_id: int, study_id: int) -> Path:
+    s = str(subject_id)
+    return folder / "files" / f"p{s[:2]}" / f"p{s}" / f"s{study_id}.txt"
+
+
+def reports_folder(root: Path | None, reports_root: str | None, ids: list[tuple[int, int]] | None = None) -> Path | None:
+    """The first candidate folder (:func:`report_candidates`) holding a report of one of ``ids``
+    (any ``files/`` folder when ``ids`` is None); None when none does."""
+    for c in report_candidates(root, reports_root):
+        if not (c / "files").is_dir():
+            continue
+        if ids is None or any(report_path(c, subj, study).is_file() for subj, study in ids):
             return c
     if reports_root:
-        raise DataError(f"fetch.reports_root {reports_root!r} has no files/ folder; it should hold mimic-cxr-reports' files/pXX/pXXXXXXXX/sXXXXXXXX.txt")
+        folder = Path(reports_root).expanduser()
+        if not (folder / "files").is_dir():
+            raise DataError(f"fetch.reports_root {reports_root!r} has no files/ folder; it should hold mimic-cxr-reports' files/pXX/pXXXXXXXX/sXXXXXXXX.txt")
     return None
 
 
-def read_report(folder: Path | None, subject_id: int, study_id: int) -> str:
+def read_report(folder: Path | None, subject_id: int, study_id: int) -> str | None:
+    """FINDINGS / IMPRESSION of a study's report; None when there is no report file."""
     if folder is None:
-        return ""
-    s = str(subject_id)
-    path = folder / "files" / f"p{s[:2]}" / f"p{s}" / f"s{study_id}.txt"
-    return extract_sections(path.read_text(errors="replace")) if path.is_file() else ""
+        return None
+    path = report_path(folder, subject_id, study_id)
+    return extract_sections(path.read_text(errors="replace")) if path.is_file() else None
+
+
+def read_reports(root: Path | None, reports_root: str | None, ids: list[tuple[int, int]], counts: DropCounts) -> list[str]:
+    """The report text of each (subject_id, study_id); every missing one is counted in ``counts``."""
+    folder = reports_folder(root, reports_root, ids)
+    counts.has_reports = True
+    counts.reports_root_set = bool(reports_root)
+    counts.report_places = [str(c / "files") for c in report_candidates(root, reports_root)]
+    out = []
+    for subj, study in tqdm(ids, desc="reports", unit="study", mininterval=2):
+        text = read_report(folder, subj, study)
+        if text is None:
+            counts.missing_report_ids.add(str(study))
+        elif not text:
+            counts.no_section_ids.add(str(study))
+        out.append(text or "")
+    return out
+
+
+def unreadable_ids(df: pd.DataFrame, int_cols: tuple[str, ...], str_cols: tuple[str, ...] = ()) -> pd.Series:
+    """Per row, why its ids do not parse ("" when they do): integer ids must be whole numbers,
+    string ids non-empty."""
+    reasons = pd.Series("", index=df.index, dtype=object)
+    for c in int_cols:
+        v = pd.to_numeric(df[c], errors="coerce")
+        bad = v.isna() | (v % 1 != 0)
+        reasons[bad & (reasons == "")] = [f"unreadable row: {c} {x!r} is not a whole number" for x in df.loc[bad & (reasons == ""), c]]
+    for c in str_cols:
+        bad = df[c].isna() | (df[c].astype(str).str.strip() == "")
+        reasons[bad & (reasons == "")] = f"unreadable row: empty {c}"
+    return reasons
 
 
 def read_labels(root: Path, source: str, uncertain: str) -> pd.DataFrame:
@@ -111,9 +181,13 @@ def read_labels(root: Path, source: str, uncertain: str) -> pd.DataFrame:
     return out
 
 
-def read_studies(root: Path, cfg, seed: int, findings: list[str], study_ids: set[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Studies (one frontal image each, preferred view first) and the rows dropped on the way."""
-    meta = read_metadata(root)
+def read_studies(root: Path, cfg, seed: int, findings: list[str], study_ids: set[int] | None = None,
+                 counts: DropCounts | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Studies (one frontal image each, preferred view first) and the rows dropped on the way;
+    unreadable metadata rows and missing reports are counted in ``counts``."""
+    counts = counts if counts is not None else DropCounts()
+    meta = read_metadata(root, counts)
+    unreadable = meta.attrs.pop("unreadable")
     if study_ids is not None:
         meta = meta[meta["study_id"].isin(study_ids)]
     meta["ViewPosition"] = meta["ViewPosition"].fillna("").astype(str).str.upper()
@@ -129,6 +203,7 @@ def read_studies(root: Path, cfg, seed: int, findings: list[str], study_ids: set
         },
         columns=QUARANTINE_COLUMNS,
     )
+    quarantine = pd.concat([unreadable, quarantine], ignore_index=True) if len(unreadable) else quarantine
     best = frontal.sort_values(["study_id", "_rank", "StudyDate", "StudyTime", "dicom_id"]).drop_duplicates("study_id")
 
     split_file = find_table(root, "split", required=False)
@@ -141,11 +216,7 @@ def read_studies(root: Path, cfg, seed: int, findings: list[str], study_ids: set
     if labels is not None:
         studies = studies.merge(labels.drop(columns="subject_id"), on="study_id", how="left")
 
-    folder = reports_folder(root, cfg.reports_root)
-    studies["report"] = [
-        read_report(folder, r.subject_id, r.study_id)
-        for r in tqdm(studies[["subject_id", "study_id"]].itertuples(), total=len(studies), desc="reports", unit="study", mininterval=2)
-    ]
+    studies["report"] = read_reports(root, cfg.reports_root, list(zip(studies["subject_id"], studies["study_id"])), counts)
     studies["image_path"] = [str(image_path(root, r.subject_id, r.study_id, r.dicom_id)) for r in studies.itertuples()]
     studies = studies.rename(columns={"ViewPosition": "view"})
     studies["patient_id"] = studies["subject_id"].astype(str)
@@ -191,7 +262,8 @@ def build_mimic(params, out_dir: Path) -> SourceTables:
 
         download_mimic(Path(cfg.root).expanduser(), cfg, params.base.seed, strat)
     root = require_root(cfg.root, "mimic_cxr", EXPECTED)
-    studies, quarantine = read_studies(root, cfg, params.base.seed, strat)
+    counts = DropCounts()
+    studies, quarantine = read_studies(root, cfg, params.base.seed, strat, counts=counts)
     keep = stratified_subset(studies, strat, cfg.fraction, params.base.seed)
     studies = finish_tables(studies[studies["patient_id"].isin(keep)].drop(columns=["subject_id", "dicom_id", "StudyDate", "StudyTime"]))
-    return SourceTables(studies=studies, pairs=consecutive_pairs(studies), quarantine=quarantine)
+    return SourceTables(studies=studies, pairs=consecutive_pairs(studies), quarantine=quarantine, dropped=counts)

@@ -7,6 +7,8 @@ then checks every image, quarantines bad ones and writes the Parquet files.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,6 +47,22 @@ class DataError(RuntimeError):
 
 
 @dataclass
+class DropCounts:
+    """What a reader could not use, by kind: counted here, reported in the data card and
+    ``reports/fetch.json`` and checked against ``fetch.max_dropped_fraction`` by
+    :func:`apodistill.data.build.build`. Never silent."""
+
+    rows_read: int = 0  # annotation rows parsed one by one (MS-CXR-T pairs, MIMIC metadata); 0: none
+    unreadable_rows: int = 0  # rows with ids or values that do not parse (quarantined with the reason)
+    unjoined_rows: int = 0  # MS-CXR-T rows whose images are not in MIMIC-CXR-JPG's metadata (quarantined)
+    has_reports: bool = False  # the source reads free-text reports (checked then)
+    missing_report_ids: set[str] = field(default_factory=set)  # studies whose report file was not found
+    no_section_ids: set[str] = field(default_factory=set)  # report found, but neither FINDINGS nor IMPRESSION
+    report_places: list[str] = field(default_factory=list)  # folders searched for reports, in order
+    reports_root_set: bool = False  # fetch.reports_root was given (no fallback search)
+
+
+@dataclass
 class SourceTables:
     studies: pd.DataFrame
     pairs: pd.DataFrame
@@ -52,6 +70,66 @@ class SourceTables:
     quarantine: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=QUARANTINE_COLUMNS))
     # extra tables written next to the benchmark (cxr_max: trajectories)
     extra: dict[str, pd.DataFrame] = field(default_factory=dict)
+    dropped: DropCounts = field(default_factory=DropCounts)
+
+
+@dataclass(frozen=True)
+class SourceLicence:
+    """Whether a source's images are credentialed health data, and under which licence.
+
+    Written into the benchmark folder as ``source.json`` (see :func:`source_record`): the
+    stages that send images off the machine check that record, not params.yaml.
+    """
+
+    credentialed: bool
+    licence: str
+
+
+_PHYSIONET = "PhysioNet Credentialed Health Data License 1.5.0 (no sharing with third parties, incl. online LLM services that may retain data)"
+LICENCES: dict[str, SourceLicence] = {
+    "synthetic": SourceLicence(False, "rendered by apodistill from seeded parameters (no patient data)"),
+    "mimic_cxr": SourceLicence(True, "MIMIC-CXR-JPG: " + _PHYSIONET),
+    "ms_cxr_t": SourceLicence(True, "MS-CXR-T on MIMIC-CXR-JPG images: " + _PHYSIONET),
+    # the released trajectories are CC BY-NC-SA 4.0, but they point at MIMIC-CXR images
+    "cxr_max": SourceLicence(True, "CXR-MAX (CC BY-NC-SA 4.0) on MIMIC-CXR images: " + _PHYSIONET),
+}
+SOURCE_RECORD = "source.json"
+
+
+def licence_of(source: str) -> SourceLicence:
+    """A source's licence; an unlisted source counts as credentialed (the safe default)."""
+    return LICENCES.get(source, SourceLicence(True, f"unknown: source {source!r} declares no licence, treated as credentialed"))
+
+
+def source_record(source: str, image_paths: list[str]) -> dict:
+    """The benchmark's own provenance of its images: no timestamps or revisions, so its DVC
+    hash changes only when the data does. ``image_roots``: the folder(s) holding the images
+    (``.`` = inside the benchmark folder)."""
+    lic = licence_of(source)
+    absolute = sorted({str(Path(p).parent) for p in image_paths if Path(p).is_absolute()})
+    roots = ["."] if any(not Path(p).is_absolute() for p in image_paths) else []
+    if absolute:
+        roots.append(os.path.commonpath(absolute))
+    return {"source": source, "credentialed": lic.credentialed, "licence": lic.licence, "image_roots": roots,
+            "images": len(image_paths)}
+
+
+def write_source_record(folder: str | Path, record: dict) -> Path:
+    path = Path(folder) / SOURCE_RECORD
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_source_record(folder: str | Path) -> dict | None:
+    """The record :func:`write_source_record` wrote, or None when the folder has none."""
+    path = Path(folder) / SOURCE_RECORD
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 SOURCES: Registry[Callable[..., SourceTables]] = Registry("data source")
