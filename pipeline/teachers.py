@@ -5,8 +5,9 @@
         --out data/trajectories --stats reports/teachers.json
 
 Answers already in the cache are not asked again, so a killed run resumes where it stopped
-and a rerun with unchanged inputs costs nothing. A credentialed source (mimic_cxr, ms_cxr_t)
-is refused before any request when a teacher's endpoint is not `phi_approved` (exit 3).
+and a rerun with unchanged inputs costs nothing. Credentialed images (judged from the benchmark's
+own source.json and image paths, whatever fetch.source says now) are refused before any request
+when a teacher's endpoint is not `phi_approved` (exit 3).
 With ``fetch.source: cxr_max`` the released trajectories are imported and no teacher is asked.
 """
 

@@ -12,14 +12,16 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from apodistill.data.sources import source_record, write_source_record
 from apodistill.findings import CHEXPERT_14, MS_CXR_T_5
 
 ROSTER = ("gpt5", "gemini25", "sonnet4", "qwen_vl_max", "grok4", "glm45v", "moonshot")
 
 
 def make_benchmark(folder: str | Path, n_patients: int = 10, studies_per_patient: int = 2, seed: int = 0,
-                   prevalence: float = 0.3, image_size: int = 8) -> Path:
-    """Write studies.parquet, pairs.parquet, image_quarantine.parquet and PNGs under ``folder``."""
+                   prevalence: float = 0.3, image_size: int = 8, source: str = "synthetic") -> Path:
+    """Write studies.parquet, pairs.parquet, image_quarantine.parquet, source.json (``source``'s
+    licence record) and PNGs under ``folder``."""
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -59,6 +61,7 @@ def make_benchmark(folder: str | Path, n_patients: int = 10, studies_per_patient
     pd.DataFrame(pairs).to_parquet(folder / "pairs.parquet", index=False)
     pd.DataFrame({"image_path": pd.Series([], dtype=str), "study_id": pd.Series([], dtype=str),
                   "reason": pd.Series([], dtype=str)}).to_parquet(folder / "image_quarantine.parquet", index=False)
+    write_source_record(folder, source_record(source, list(studies["image_path"])))  # as the fetch stage does
     return folder
 
 

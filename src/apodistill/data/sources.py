@@ -94,6 +94,7 @@ LICENCES: dict[str, SourceLicence] = {
     "cxr_max": SourceLicence(True, "CXR-MAX (CC BY-NC-SA 4.0) on MIMIC-CXR images: " + _PHYSIONET),
 }
 SOURCE_RECORD = "source.json"
+CREDENTIALED_SOURCES: tuple[str, ...] = tuple(n for n, lic in LICENCES.items() if lic.credentialed)
 
 
 def licence_of(source: str) -> SourceLicence:

@@ -1,7 +1,8 @@
 """The teachers stage core: every teacher answers every study (and pair) it has not answered yet.
 
 Order of work, chosen so that nothing paid for is lost and nothing protected leaks:
-1. PHI guard over the whole roster, before any backend is built or any request made;
+1. PHI guard over the whole roster and every image to be sent, judged from the benchmark's own
+   record (not params), before any backend is built, the cache opened or a request made;
 2. requests built from the benchmark tables and prompt templates, keyed for the cache;
 3. only the keys missing from the cache are sent; each answer is committed as it arrives;
 4. the trajectory table is read back from the cache in request order, so a resumed run and
@@ -26,7 +27,7 @@ from apodistill.findings import TrajectoryParseError, parse_trajectory
 from apodistill.teachers.backends import BACKENDS, Backend, Request, Result, RunContext
 from apodistill.teachers.cache import TeacherCache, record_key
 from apodistill.teachers.guard import check_phi
-from apodistill.teachers.prompts import build_requests, load_templates, prevalence
+from apodistill.teachers.prompts import build_requests, load_templates, prevalence, resolve_image
 from apodistill.teachers.stats import teacher_stats
 
 TRAJECTORY_COLUMNS = (
@@ -78,6 +79,16 @@ def _table_for(bench: Benchmark, task: str) -> tuple[pd.DataFrame, int]:
     return t[~bad].reset_index(drop=True), int(bad.sum())
 
 
+def _images_to_send(bench: Benchmark, tasks: list[str]) -> list[str]:
+    """Every image path a request of ``tasks`` would carry, resolved as the prompts resolve them."""
+    paths: list[str] = []
+    for task in tasks:
+        table, _ = _table_for(bench, task)
+        cols = ("image_path",) if task == "single" else ("prior_image_path", "current_image_path")
+        paths += [str(resolve_image(bench.folder, p)) for c in cols for p in table[c].astype(str)]
+    return paths
+
+
 def _key_requests(reqs: list[Request], backend: Backend, templates: dict[str, str], cache: TeacherCache) -> tuple[list[Request], list[Request]]:
     """Fill in cache keys; split off requests whose image cannot be read (recorded as errors)."""
     keyed, unreadable = [], []
@@ -115,10 +126,15 @@ def run_teachers(
     cache_path: str | Path,
     progress: bool = True,
 ) -> TeachersOutput:
-    """Ask every roster teacher about every study and pair it has not answered yet."""
-    check_phi(source, teachers, {t.name: BACKENDS.get(t.backend).sends_images_off_machine for t in teachers.roster})
+    """Ask every roster teacher about every study and pair it has not answered yet.
+
+    ``source`` is params' ``fetch.source``; the PHI guard judges the benchmark's own record and
+    image paths (:mod:`apodistill.teachers.guard`), so this value can add a refusal, never lift one.
+    """
     templates = load_templates(templates_dir)
     bench = load_benchmark(benchmark_dir, teachers.tasks)
+    check_phi(bench.folder, _images_to_send(bench, teachers.tasks), teachers,
+              {t.name: BACKENDS.get(t.backend).sends_images_off_machine for t in teachers.roster}, declared_source=source)
     findings = list(base.findings)
     ctx = RunContext(seed=base.seed, findings=tuple(findings), prevalence=prevalence(bench.studies, findings), progress=progress)
     cache = TeacherCache(cache_path)
