@@ -7,7 +7,9 @@
 Answers already in the cache are not asked again, so a killed run resumes where it stopped
 and a rerun with unchanged inputs costs nothing. Credentialed images (judged from the benchmark's
 own source.json and image paths, whatever fetch.source says now) are refused before any request
-when a teacher's endpoint is not `phi_approved` (exit 3).
+when a teacher's endpoint is not `phi_approved` (exit 3). When teachers.budget_usd is spent, no
+new request is sent; the outputs record the stop and the stage exits 4 (a rerun with a higher
+budget asks only for what is missing).
 With ``fetch.source: cxr_max`` the released trajectories are imported and no teacher is asked.
 """
 
@@ -60,13 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.table.to_parquet(out / "trajectories.parquet", index=False)
-    prov = st.save(out, rows=len(result.table), skipped_quarantined=result.skipped)
-    st.note(requested=result.requested)  # asked in this run: depends on the cache, not on the inputs
+    prov = st.save(out, rows=len(result.table), skipped_quarantined=result.skipped, not_asked=result.not_asked,
+                   budget=result.stable_budget())
+    # asked in this run, and what earlier runs had spent: they depend on the cache, not on the inputs
+    st.note(requested=result.requested, budget_spent_before_usd=result.budget.get("spent_before_usd"))
 
     # log
     st.finish({**result.stats, "wall_s": wall}, artifacts=[write_stats(args.stats, result.stats), prov])
     n = result.table["status"].value_counts().to_dict()
-    print(f"teachers: {len(result.table)} rows ({n}), {sum(result.requested.values())} asked now, {wall:.1f} s")
+    print(f"teachers: {len(result.table)} rows ({n}), {sum(result.requested.values())} asked now, "
+          f"${result.stats['cost_usd']:.4f} stored answers' cost, {wall:.1f} s")
+    if result.stopped:  # the outputs record the stop; a non-zero exit keeps DVC from taking them as complete
+        print(f"error: {result.stop_message()}", file=sys.stderr)
+        return 4
     return 0
 
 

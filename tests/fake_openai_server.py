@@ -5,7 +5,7 @@ roster without keys. It answers ``POST /v1/chat/completions`` with a well-formed
 after ``latency_s``, unless its ``plan`` says otherwise for that request:
 
 ``ok`` | ``429`` (with Retry-After) | ``500`` | ``503`` | ``timeout`` (sleeps past the
-client's timeout) | ``malformed`` (200 with a body that is not JSON) | ``refuse`` (a refusal
+client's timeout) | ``hang`` (accepts, then sends nothing for ``hang_s``) | ``malformed`` (200 with a body that is not JSON) | ``refuse`` (a refusal
 in the text) | ``refusal_field`` (the ``message.refusal`` field) | ``400`` | ``400_echo`` (a
 400 whose body echoes the request headers, API key included, as careless servers do).
 
@@ -37,12 +37,15 @@ def identity_of(image_urls: list[str]) -> str:
 
 class FakeOpenAIServer:
     def __init__(self, findings=MS_CXR_T_5, latency_s: float = 0.0, plan: Plan | None = None,
-                 retry_after: str = "0.2", timeout_sleep_s: float = 3.0, host: str = "127.0.0.1", port: int = 0):
+                 retry_after: str = "0.2", timeout_sleep_s: float = 3.0, host: str = "127.0.0.1", port: int = 0,
+                 hang_s: float = 60.0, jitter: Callable[[], float] | None = None):
         self.findings = list(findings)
         self.latency_s = latency_s
         self.plan = plan
         self.retry_after = retry_after
         self.timeout_sleep_s = timeout_sleep_s
+        self.hang_s = hang_s
+        self.jitter = jitter  # extra seconds per answer (a latency distribution), None: none
         self.host, self.port = host, port
         self.log: list[dict] = []  # one entry per request received
         self.attempts: Counter[str] = Counter()
@@ -92,7 +95,9 @@ class FakeOpenAIServer:
     async def _respond(self, data, urls, ident, attempt, behaviour, request):
         from aiohttp import web
 
-        await asyncio.sleep(self.latency_s)
+        await asyncio.sleep(self.latency_s + (self.jitter() if self.jitter else 0.0))
+        if behaviour == "hang":  # cancelled when the client gives up (handler_cancellation)
+            await asyncio.sleep(self.hang_s)
         if behaviour == "429":
             return web.json_response({"error": {"message": "rate limited"}}, status=429,
                                      headers={"Retry-After": self.retry_after})
@@ -121,7 +126,9 @@ class FakeOpenAIServer:
 
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_post("/v1/chat/completions", self._chat)
-        runner = web.AppRunner(app, access_log=None)
+        # handler_cancellation: a hung handler ends when its client disconnects; a short
+        # shutdown_timeout: stopping never waits on one that is still hanging
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, backlog=512)
         await site.start()

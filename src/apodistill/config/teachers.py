@@ -26,7 +26,30 @@ class TeacherOptions(Section):
     concurrency: int = Field(gt=0, description="Requests in flight at once (hf: prompts per generate batch).")
     rpm: float = Field(gt=0, description="Requests-per-minute limit.")
     phi_approved: bool = Field(description="True only for endpoints contracted not to retain data (PhysioNet licence).")
-    timeout_s: float = Field(gt=0, description="Per-request timeout.")
+    timeout_s: float = Field(gt=0, description="Total deadline of one attempt (connect + send + wait + read), seconds.")
+    connect_timeout_s: float = Field(gt=0, description="Deadline for opening the TCP (and TLS) connection of one attempt.")
+    read_idle_timeout_s: float | None = Field(
+        gt=0,
+        description="Longest silence while waiting for response bytes within one attempt; null: only timeout_s applies "
+        "(a non-streamed completion sends nothing until it is done, so this is its time to first byte).",
+    )
+    hedge_factor: float | None = Field(
+        gt=0,
+        description="An attempt running longer than hedge_factor x the teacher's observed p95 latency is hedged: a duplicate "
+        "starts, the slow attempt stops counting against `concurrency` (first answer wins, the other is cancelled). null: never.",
+    )
+    hedge_min_s: float = Field(ge=0, description="Never hedge an attempt younger than this (a tiny early p95 would hedge everything).")
+    hedge_initial_s: float | None = Field(
+        gt=0,
+        description="Hedge threshold until hedge_min_samples latencies are known (this run, or this teacher's earlier answers "
+        "in the cache): it only governs a run's first answers, so it costs at most `concurrency` duplicates. null: no hedging before then.",
+    )
+    hedge_min_samples: int = Field(ge=1, description="Answers timed before the observed p95 sets the hedge threshold.")
+    usd_per_1m_input: float | None = Field(
+        ge=0, description="Price per 1M prompt tokens (USD) for cost accounting and teachers.budget_usd; null: free "
+        "(simulated, hf), or unknown (openai: then no budget can be set).",
+    )
+    usd_per_1m_output: float | None = Field(ge=0, description="Price per 1M completion tokens (USD); null as usd_per_1m_input.")
     max_retries: int = Field(ge=0, description="Retries on 429, 5xx and timeouts (exponential backoff with jitter).")
     backoff_s: float = Field(gt=0, description="First retry waits up to this long, doubling per retry (full jitter), never less than Retry-After.")
     max_backoff_s: float = Field(gt=0, description="Longest wait between retries.")
@@ -76,6 +99,12 @@ class TeachersConfig(Section):
         "test compares the teachers, so both must stay blind.",
     )
     retry_errors: bool = Field(description="A rerun asks again for answers that ended in error (refusals and ok answers are kept).")
+    budget_usd: float | None = Field(
+        ge=0,
+        description="Stop sending new requests once the cost of this benchmark's stored answers (all runs, all teachers, at "
+        "the roster's prices) reaches this; in-flight ones finish (overshoot <= one request per worker). The stage then "
+        "records the stop and exits 4; a rerun with a higher budget asks only for what is missing. null: no limit.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +151,19 @@ class TeachersConfig(Section):
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"repeated task in {tasks}")
         return tasks
+
+    @field_validator("budget_usd")
+    @classmethod
+    def _budget_needs_prices(cls, budget: float | None, info: ValidationInfo) -> float | None:
+        if budget is None or "roster" not in info.data:
+            return budget
+        from apodistill.teachers import BACKENDS
+
+        unpriced = [t.name for t in info.data["roster"] if BACKENDS.get(t.backend).sends_images_off_machine
+                    and (t.usd_per_1m_input is None or t.usd_per_1m_output is None)]
+        if unpriced:
+            raise ValueError(f"needs usd_per_1m_input and usd_per_1m_output on every paid teacher; missing on: {unpriced}")
+        return budget
 
     @field_validator("conditioned_splits")
     @classmethod

@@ -63,14 +63,47 @@ class TeacherSetupError(RuntimeError):
 Sink = Callable[[Request, Result], None]
 
 
+def cost_usd(spec: TeacherSpec, prompt_tokens: int, completion_tokens: int) -> float:
+    """What an answer cost at the roster's prices (an unset price counts as free)."""
+    return (prompt_tokens * (spec.usd_per_1m_input or 0.0) + completion_tokens * (spec.usd_per_1m_output or 0.0)) / 1e6
+
+
+def is_free(spec: TeacherSpec) -> bool:
+    """No price set (or both 0): the budget never holds this teacher back."""
+    return not (spec.usd_per_1m_input or spec.usd_per_1m_output)
+
+
+@dataclass
+class Budget:
+    """``teachers.budget_usd`` shared by every teacher of a run: new requests start only while
+    ``spent_usd`` is below ``limit_usd``; answers in flight finish and are charged."""
+
+    limit_usd: float | None = None
+    spent_usd: float = 0.0  # stored answers of earlier runs (this benchmark's requests) + this run's
+    stopped: bool = False  # a request was held back because the budget was spent
+
+    def allows_new(self, free: bool = False) -> bool:
+        """Whether a new request may start: always for a ``free`` teacher (its answers cost
+        nothing), else only until the budget is spent (remembered as stopped)."""
+        if free:
+            return True
+        if self.limit_usd is not None and self.spent_usd >= self.limit_usd:
+            self.stopped = True
+        return not self.stopped
+
+    def charge(self, usd: float) -> None:
+        self.spent_usd += usd
+
+
 @dataclass(frozen=True)
 class RunContext:
-    """What backends share: seed, findings, benchmark-level facts, progress display."""
+    """What backends share: seed, findings, benchmark-level facts, progress display, budget."""
 
     seed: int
     findings: tuple[str, ...]
     prevalence: dict[str, float] = field(default_factory=dict)  # P(label == 1) per finding
     progress: bool = True
+    budget: Budget = field(default_factory=Budget)
 
 
 class Backend:
@@ -80,10 +113,14 @@ class Backend:
     sends_images_off_machine: ClassVar[bool] = False
     #: Answers stored per cache commit: 1 for paid answers; more for free, fast ones.
     commit_every: ClassVar[int] = 1
+    #: True when :meth:`run` itself checks ``ctx.budget`` before each new request; otherwise the
+    #: runner hands it ``concurrency`` requests at a time and checks between batches.
+    honours_budget: ClassVar[bool] = False
 
     def __init__(self, spec: TeacherSpec, ctx: RunContext):
         self.spec = spec
         self.ctx = ctx
+        self.history: list[float] = []  # this teacher's earlier answer latencies (cache), for hedging
 
     def drift_at(self) -> float | None:
         """Stream fraction where a simulated model update lands (real backends: None)."""

@@ -132,6 +132,12 @@ class TeacherCache:
                 out[row["key"]] = row
         return out
 
+    def latencies(self, teacher: str, model: str, limit: int = 200) -> list[float]:
+        """The latest answer latencies (ok or refused) of a teacher's model, oldest first."""
+        q = ("SELECT latency_s FROM answers WHERE teacher = ? AND model = ? AND status != 'error' "
+             "ORDER BY created_at DESC LIMIT ?")
+        return [float(x) for (x,) in self.conn.execute(q, (teacher, model, limit))][::-1]
+
     def count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from apodistill.config.base import BaseConfig
 from apodistill.config.teachers import TeachersConfig
 from apodistill.findings import TrajectoryParseError, parse_trajectory
-from apodistill.teachers.backends import BACKENDS, Backend, Request, Result, RunContext
+from apodistill.teachers.backends import BACKENDS, Backend, Budget, Request, Result, RunContext, cost_usd, is_free
 from apodistill.teachers.cache import TeacherCache, record_key
 from apodistill.teachers.guard import check_phi
 from apodistill.teachers.prompts import build_requests, load_templates, prevalence, resolve_image
@@ -43,6 +43,25 @@ class TeachersOutput:
     stats: dict[str, float]  # flat per-teacher metrics
     requested: dict[str, int]  # requests sent in this run, per teacher
     skipped: dict[str, int] = field(default_factory=dict)  # quarantined images left out
+    not_asked: dict[str, int] = field(default_factory=dict)  # held back by teachers.budget_usd, per teacher
+    budget: dict[str, Any] = field(default_factory=dict)  # limit_usd, spent_usd, stopped
+
+    @property
+    def stopped(self) -> bool:
+        """The budget was spent before every request was asked (a rerun with more resumes)."""
+        return bool(self.budget.get("stopped"))
+
+    def stable_budget(self) -> dict[str, Any]:
+        """The budget facts that describe the output (provenance.json); what earlier runs had
+        spent depends on the cache's history, not on the inputs, and is left out."""
+        return {k: v for k, v in self.budget.items() if k != "spent_before_usd"}
+
+    def stop_message(self) -> str:
+        """What the stage says when the budget stopped it (exit 4)."""
+        b = self.budget
+        return (f"teachers.budget_usd={b['limit_usd']} reached (spent ${b['spent_usd']:.4f}); {b['not_asked']} requests "
+                f"not asked ({ {k: v for k, v in self.not_asked.items() if v} }). Answers so far are cached: raise "
+                "teachers.budget_usd and rerun to ask only for the rest.")
 
 
 @dataclass
@@ -136,9 +155,13 @@ def run_teachers(
     check_phi(bench.folder, _images_to_send(bench, teachers.tasks), teachers,
               {t.name: BACKENDS.get(t.backend).sends_images_off_machine for t in teachers.roster}, declared_source=source)
     findings = list(base.findings)
-    ctx = RunContext(seed=base.seed, findings=tuple(findings), prevalence=prevalence(bench.studies, findings), progress=progress)
+    budget = Budget(teachers.budget_usd)
+    ctx = RunContext(seed=base.seed, findings=tuple(findings), prevalence=prevalence(bench.studies, findings), progress=progress,
+                     budget=budget)
     cache = TeacherCache(cache_path)
     backends = {spec.name: BACKENDS.get(spec.backend)(spec, ctx) for spec in teachers.roster}
+    for spec in teachers.roster:
+        backends[spec.name].history = cache.latencies(spec.name, spec.model)
     all_reqs: list[Request] = []
     todo: dict[str, list[Request]] = {}
     unreadable: dict[str, list[Request]] = {}
@@ -163,68 +186,104 @@ def run_teachers(
         dup = pd.Series(keys).value_counts()
         raise ValueError(f"{int((dup > 1).sum())} requests share a cache key: study ids repeat in the benchmark tables")
     stored = cache.stored_keys(keys, include_errors=not teachers.retry_errors)
-    requested: dict[str, int] = {}
+    specs = {spec.name: spec for spec in teachers.roster}
+    # what this benchmark's stored answers already cost (all earlier runs): the budget counts them
+    budget.charge(sum(cost_usd(specs[r["teacher"]], r["prompt_tokens"], r["completion_tokens"])
+                      for r in cache.rows(keys).values() if r["teacher"] in specs))
+    spent_before = budget.spent_usd
+    sinks = {}
     try:
         coros = []
         for i, spec in enumerate(teachers.roster):
             missing = [r for r in todo[spec.name] if r.key not in stored]
             bad = [r for r in unreadable[spec.name] if r.key not in stored]
-            requested[spec.name] = len(missing) + len(bad)
-            sink = _make_sink(cache, spec, findings, tqdm(total=len(missing) + len(bad), desc=spec.name, unit="req",
-                                                         position=i, disable=not progress, dynamic_ncols=True))
+            sink = _make_sink(cache, spec, findings, budget, tqdm(total=len(missing) + len(bad), desc=spec.name, unit="req",
+                                                                 position=i, disable=not progress, dynamic_ncols=True))
+            sinks[spec.name] = sink
             for r in bad:
                 sink(r, Result("", "error", "image_unreadable: " + ", ".join(p for p in r.image_paths if not Path(p).is_file())))
-            coros.append(_run_one(backends[spec.name], missing, sink, cache))
+            coros.append(_run_one(backends[spec.name], missing, sink, cache, budget))
         asyncio.run(_gather(coros))
-        table, parsed, truths = _assemble(cache, all_reqs)
+        table, parsed, truths, unasked = _assemble(cache, all_reqs, budget.stopped)
     finally:
         for b in backends.values():
             b.close()
         cache.close()
-    stats = teacher_stats(table, parsed, truths, requested, findings)
+    requested = {name: sink.asked for name, sink in sinks.items()}
+    not_asked = {name: sum(1 for r in unasked if r.teacher == name) for name in specs}
+    stats = teacher_stats(table, parsed, truths, requested, findings,
+                          prices={n: (s.usd_per_1m_input or 0.0, s.usd_per_1m_output or 0.0) for n, s in specs.items()})
+    for name, sink in sinks.items():
+        stats[f"{name}.cost_usd_run"] = round(sink.cost_usd, 6)
+        stats[f"{name}.not_asked"] = not_asked[name]
+    state = {"limit_usd": budget.limit_usd, "spent_usd": round(budget.spent_usd, 6),
+             "spent_before_usd": round(spent_before, 6), "stopped": budget.stopped, "not_asked": len(unasked)}
+    stats.update({"budget.spent_usd": state["spent_usd"], "budget.stopped": int(budget.stopped), "budget.not_asked": len(unasked)})
+    if budget.limit_usd is not None:
+        stats["budget.limit_usd"] = budget.limit_usd
     stats.update({f"skipped_quarantined.{k}": v for k, v in skipped.items()})
     stats["rows"] = len(table)
-    return TeachersOutput(table, stats, requested, skipped)
+    return TeachersOutput(table, stats, requested, skipped, not_asked, state)
 
 
 async def _gather(coros) -> None:
     await asyncio.gather(*coros)
 
 
-async def _run_one(backend: Backend, reqs: list[Request], sink, cache: TeacherCache) -> None:
-    if reqs:
-        await backend.run(reqs, sink)
+async def _run_one(backend: Backend, reqs: list[Request], sink, cache: TeacherCache, budget: Budget) -> None:
+    if budget.limit_usd is None or backend.honours_budget or is_free(backend.spec):
+        if reqs:
+            await backend.run(reqs, sink)
+    else:  # the budget is checked between batches of `concurrency` (at most one request per worker over)
+        step = backend.spec.concurrency
+        for i in range(0, len(reqs), step):
+            if not budget.allows_new():
+                break
+            await backend.run(reqs[i : i + step], sink)
     cache.commit()
     sink.bar.close()
 
 
-def _make_sink(cache: TeacherCache, spec, findings: list[str], bar):
-    counts = {"error": 0, "refused": 0}
-    every = BACKENDS.get(spec.backend).commit_every
-    n = [0]
+class _Sink:
+    """Stores each answer as it arrives, charges its cost to the budget, moves the progress bar."""
 
-    def sink(req: Request, result: Result) -> None:
-        parsed, parse_error = _parse(result, req, findings)
-        n[0] += 1
-        cache.put(req, spec.model, spec.backend, result, parsed, parse_error, commit=n[0] % every == 0)
-        if result.status in counts:
-            counts[result.status] += 1
-            bar.set_postfix(counts, refresh=False)
-        bar.update(1)
+    def __init__(self, cache: TeacherCache, spec, findings: list[str], budget: Budget, bar):
+        self.cache, self.spec, self.findings, self.budget, self.bar = cache, spec, findings, budget, bar
+        self.every = BACKENDS.get(spec.backend).commit_every
+        self.counts = {"error": 0, "refused": 0}
+        self.asked = 0
+        self.cost_usd = 0.0
 
-    sink.bar = bar
-    return sink
+    def __call__(self, req: Request, result: Result) -> None:
+        parsed, parse_error = _parse(result, req, self.findings)
+        self.asked += 1
+        self.cache.put(req, self.spec.model, self.spec.backend, result, parsed, parse_error, commit=self.asked % self.every == 0)
+        cost = cost_usd(self.spec, result.prompt_tokens, result.completion_tokens)
+        self.cost_usd += cost
+        self.budget.charge(cost)
+        if result.status in self.counts:
+            self.counts[result.status] += 1
+            self.bar.set_postfix(self.counts, refresh=False)
+        self.bar.update(1)
 
 
-def _assemble(cache: TeacherCache, reqs: list[Request]) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """The trajectory table in request order; a key absent from the cache is a bug, not a skip."""
+def _make_sink(cache: TeacherCache, spec, findings: list[str], budget: Budget, bar) -> _Sink:
+    return _Sink(cache, spec, findings, budget, bar)
+
+
+def _assemble(cache: TeacherCache, reqs: list[Request], budget_stopped: bool = False
+              ) -> tuple[pd.DataFrame, pd.Series, pd.Series, list[Request]]:
+    """The trajectory table in request order and the requests left unasked. A key absent from
+    the cache is a bug, not a skip, unless the budget stopped the run (then it is unasked)."""
     rows = cache.rows(r.key for r in reqs)
     lost = [r for r in reqs if r.key not in rows]
-    if lost:
+    if lost and not budget_stopped:
         by = pd.Series([r.teacher for r in lost]).value_counts().to_dict()
         raise RuntimeError(f"{len(lost)} requests have no stored answer after the run (per teacher: {by})")
     out, parsed, truths = [], [], []
     for r in reqs:
+        if r.key not in rows:
+            continue
         c = rows[r.key]
         out.append({
             "record_id": r.key, "teacher": r.teacher, "model": c["model"], "backend": c["backend"],
@@ -237,4 +296,4 @@ def _assemble(cache: TeacherCache, reqs: list[Request]) -> tuple[pd.DataFrame, p
         truths.append(r.truth)
     table = pd.DataFrame(out, columns=list(TRAJECTORY_COLUMNS))
     table = table.astype({"stream_index": "int64", "prompt_tokens": "int64", "completion_tokens": "int64", "latency_s": "float64"})
-    return table, pd.Series(parsed, dtype=object), pd.Series(truths, dtype=object)
+    return table, pd.Series(parsed, dtype=object), pd.Series(truths, dtype=object), lost

@@ -16,8 +16,11 @@ def _reason_tag(reason: str | None) -> str:
 
 
 def teacher_stats(table: pd.DataFrame, parsed: pd.Series, truths: pd.Series, requested: dict[str, int],
-                  findings: list[str]) -> dict[str, float]:
+                  findings: list[str], prices: dict[str, tuple[float, float]] | None = None) -> dict[str, float]:
     """Flat ``<teacher>.<stat>`` metrics (numbers only, for DVC metrics and MLflow).
+
+    ``prices``: USD per 1M (prompt, completion) tokens per teacher; ``<teacher>.cost_usd`` is
+    what the table's answers cost at those prices, and ``cost_usd`` the sum over teachers.
 
     ``parsed`` holds each row's parsed answers (dict or None), ``truths`` each row's truth
     dict; accuracy is over parsed rows: per finding the share of right answers ("uncertain"
@@ -39,6 +42,8 @@ def teacher_stats(table: pd.DataFrame, parsed: pd.Series, truths: pd.Series, req
         out[p + "prompt_tokens"] = int(t["prompt_tokens"].sum())
         out[p + "completion_tokens"] = int(t["completion_tokens"].sum())
         out[p + "tokens"] = out[p + "prompt_tokens"] + out[p + "completion_tokens"]
+        pin, pout = (prices or {}).get(teacher, (0.0, 0.0))
+        out[p + "cost_usd"] = round((out[p + "prompt_tokens"] * pin + out[p + "completion_tokens"] * pout) / 1e6, 6)
         for reason, n in t.loc[t["status"] == "error", "reason"].map(_reason_tag).value_counts().items():
             out[f"{p}error_reason.{reason}"] = int(n)
         for (task, mode), g in t.groupby(["task", "prompt_mode"]).groups.items():
@@ -47,6 +52,8 @@ def teacher_stats(table: pd.DataFrame, parsed: pd.Series, truths: pd.Series, req
                 out[f"{p}{task}.{mode}.acc.{f}"] = a
             if accs:
                 out[f"{p}{task}.{mode}.acc_mean"] = round(float(np.mean(list(accs.values()))), 4)
+    out["cost_usd"] = round(sum(v for k, v in out.items() if k.endswith(".cost_usd")), 6)
+    out["tokens"] = int(sum(v for k, v in out.items() if k.endswith(".tokens")))
     return out
 
 
