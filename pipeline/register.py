@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--templates", required=True, help="student prompt templates (stored with the model)")
     ap.add_argument("--out", required=True, help="JSON written with the registered name, version and URI")
     ap.add_argument("--system", default="apo", help="name of this student in the metrics (evaluate's --student NAME=...)")
-    ap.add_argument("--benchmark", default=None, help="fetch output folder: its studies.parquet hash becomes the data_hash tag")
+    ap.add_argument("--benchmark", default=None, help="fetch output folder: its studies.parquet hash becomes the data_hash tag; "
+                    "its train images give the input profile predict/serve check images against")
     ap.add_argument("--card", default=None, help="also write the model card here (markdown)")
     return ap.parse_args(argv)
 
@@ -50,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from apodistill.provenance import volatile
+    from apodistill.serving.input_check import profile_from_benchmark
     from apodistill.training.data import task_prompt
 
     data_hash, data = data_fingerprint(args.benchmark) if args.benchmark else ("unknown", {})
+    # statistics of the training images: predict / serve refuse images far outside them (422)
+    input_profile = profile_from_benchmark(args.benchmark) if args.benchmark else None
     prompts = {t: task_prompt(args.templates, t, base.findings) for t in ("single", "pair")}
     v = volatile("register")
     tags = {"git_revision": v["git_revision"], "dvc_experiment": v["dvc_experiment"] or "workspace", "data_hash": data_hash, "source": args.model}
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     # work, save, log: the registration is itself the stage's MLflow run
     with st.tracking():
         result = log_and_register(args.model, prompts, base.findings, metrics, cfg.model_name, cfg.alias, tags,
-                                  params.dump(), system=args.system, data=data, max_new_tokens=params.evaluate.max_new_tokens)  # fmt: skip
+                                  params.dump(), system=args.system, data=data, max_new_tokens=params.evaluate.max_new_tokens,
+                                  input_profile=input_profile)  # fmt: skip
         card = result.pop("model_card")
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -124,3 +124,48 @@ def wait_ready(proc: subprocess.Popen, url: str, log: Path, deadline_s: float = 
             pass  # not listening yet
         time.sleep(0.2)
     raise RuntimeError(f"server not ready after {deadline_s} s:\n{log.read_text()[-3000:]}")
+
+
+def synthetic_profile(n: int = 120, seed: int = 0) -> dict:
+    """An input profile built from rendered radiographs, as the register stage builds one from
+    the benchmark's train split."""
+    import numpy as np
+
+    from apodistill.data import render_study_image
+    from apodistill.serving.input_check import build_profile
+
+    rng = np.random.default_rng(seed)
+    findings = ["pleural_effusion", "consolidation", "pneumothorax", "edema", "cardiomegaly", "pneumonia", "atelectasis"]
+    images = [render_study_image({f: float(rng.uniform(0.2, 1)) for f in findings if rng.random() < 0.35}, 64, seed * 10_000 + i)
+              for i in range(n)]
+    return build_profile(images)
+
+
+class ServerThread:
+    """`create_app` served by uvicorn in a thread of this process (no model loading from MLflow:
+    the server tests stay fast). Use as a context manager; ``url`` is the base URL."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
+                                                    access_log=False, lifespan="on"))
+        self.thread = None
+
+    def __enter__(self) -> "ServerThread":
+        import threading
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="uvicorn-test")
+        self.thread.start()
+        end = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > end or not self.thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -19,9 +19,10 @@ ROSTER = ("gpt5", "gemini25", "sonnet4", "qwen_vl_max", "grok4", "glm45v", "moon
 
 
 def make_benchmark(folder: str | Path, n_patients: int = 10, studies_per_patient: int = 2, seed: int = 0,
-                   prevalence: float = 0.3, image_size: int = 8, source: str = "synthetic") -> Path:
+                   prevalence: float = 0.3, image_size: int = 8, source: str = "synthetic", radiographs: bool = False) -> Path:
     """Write studies.parquet, pairs.parquet, image_quarantine.parquet, source.json (``source``'s
-    licence record) and PNGs under ``folder``."""
+    licence record) and PNGs under ``folder`` (flat gray squares, or rendered chest radiographs
+    with ``radiographs``, e.g. for a served student whose input check refuses anything else)."""
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -32,9 +33,14 @@ def make_benchmark(folder: str | Path, n_patients: int = 10, studies_per_patient
         pid, k = divmod(i, studies_per_patient)
         sid = f"s{i:05d}"
         path = f"images/{sid}.png"
-        px = np.full((image_size, image_size), i % 251, dtype=np.uint8)
-        px[0, :4] = [i & 255, (i >> 8) & 255, (i >> 16) & 255, 7]  # unique bytes per study
-        Image.fromarray(px, mode="L").save(folder / path)
+        if radiographs:
+            from apodistill.data import render_study_image
+
+            render_study_image({}, image_size, seed * 100_000 + i).save(folder / path)
+        else:
+            px = np.full((image_size, image_size), i % 251, dtype=np.uint8)
+            px[0, :4] = [i & 255, (i >> 8) & 255, (i >> 16) & 255, 7]  # unique bytes per study
+            Image.fromarray(px, mode="L").save(folder / path)
         split = ("train", "train", "train", "val", "test")[pid % 5]
         row = {"patient_id": f"p{pid:04d}", "study_id": sid, "split": split, "image_path": path,
                "view": "PA", "report": "", "study_index": k, "stream_index": int(order[i])}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import importlib.util
 import io
+import re
+import time
 from types import SimpleNamespace
 
 import httpx
@@ -18,7 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 from serving_helpers import (
-    FINDINGS, NAME, PARAMS, REPO, build_student, metrics_for, prompts, start_server, store_env, wait_ready,
+    FINDINGS, NAME, PARAMS, REPO, build_student, metrics_for, prompts, start_server, store_env, synthetic_profile,
+    wait_ready,
 )
 from params_helpers import DEFAULT
 from teachers_helpers import make_benchmark
@@ -42,7 +45,7 @@ def served(tmp_path_factory):
         model, proc = build_student(root / "student")
         with stage_run("register", "serving-test", {}):
             log_and_register(root / "student", prompts(), FINDINGS, metrics_for(0.7), NAME, "challenger",
-                             {"git_revision": "test"}, {}, max_new_tokens=MAX_TOKENS)
+                             {"git_revision": "test"}, {}, max_new_tokens=MAX_TOKENS, input_profile=synthetic_profile())
         server, url, log = start_server(f"models:/{NAME}@challenger", root, "--max-body-mb", "1",
                                         "--max-tokens", str(MAX_TOKENS))
         try:
@@ -98,7 +101,7 @@ def test_chat_completion_is_the_students_greedy_trajectory(served):
 
 def test_openai_teacher_backend_round_trip_writes_trajectories(served, tmp_path, monkeypatch):
     """The teachers stage, with the served student as its only (openai) teacher."""
-    bench = make_benchmark(tmp_path / "bench", n_patients=3, studies_per_patient=2)  # 6 studies, 3 pairs
+    bench = make_benchmark(tmp_path / "bench", n_patients=3, studies_per_patient=2, image_size=64, radiographs=True)  # 6 studies, 3 pairs
     monkeypatch.setenv(KEY_ENV, "sk-local-test")
     roster = [{"name": "student", "backend": "openai", "model": f"{NAME}@challenger", "base_url": served.url + "/v1",
                "api_key_env": KEY_ENV, "concurrency": 2, "max_tokens": MAX_TOKENS, "timeout_s": 120, "max_retries": 1}]
@@ -128,7 +131,7 @@ def test_openai_teacher_backend_round_trip_writes_trajectories(served, tmp_path,
     (_chat(_image(_data_url(b"definitely not a png"))), 400, "cannot decode image"),
     (_chat(_image("https://example.org/cxr.png")), 400, "only data URLs"),
     (_chat(*[_image("data:image/png;base64,AAAA")] * 3), 400, "3 images"),
-    (_chat(_image("data:image/png;base64,AAAA"), stream=True), 400, "streaming"),
+    (_chat(_image("data:image/png;base64,AAAA"), stream="yes"), 400, "`stream` must be true or false"),
     ({"messages": "hi"}, 400, "messages"),
     (b"{not json", 400, "malformed JSON"),
     (_chat(_image(_data_url(b"\x89PNG" + b"0" * (3 << 19)))), 413, "exceeds the limit"),  # 1.5 MiB body, limit 1 MiB
@@ -151,3 +154,38 @@ def test_oversized_body_without_content_length_is_refused(served):
     r = httpx.post(served.url + "/v1/chat/completions", content=chunks(), headers={"Content-Type": "application/json"}, timeout=60)
     assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]["message"]
     assert httpx.get(served.url + "/health").status_code == 200
+
+
+def test_every_log_line_names_its_request(served):
+    r = httpx.post(served.url + "/v1/chat/completions", json=_chat(_image(_data_url(_png(3)))), timeout=60,
+                   headers={"X-Request-ID": "trace-abc.123"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "trace-abc.123"
+    bad = httpx.post(served.url + "/v1/chat/completions", json={"messages": "hi"}, timeout=60)
+    rid = bad.headers["x-request-id"]
+    assert len(rid) == 16 and rid != "trace-abc.123"
+    time.sleep(0.5)  # the access line is written as the response ends
+    lines = [ln for ln in served.log.read_text().splitlines() if ln.strip()]
+    fmt = re.compile(r"^\S+ \S+ (INFO|WARNING|ERROR|DEBUG) \[([A-Za-z0-9._,-]+)\] \S+: ")
+    assert lines and all(fmt.match(ln) for ln in lines), [ln for ln in lines if not fmt.match(ln)][:3]
+    assert any("[trace-abc.123] apodistill.serve: POST /v1/chat/completions 200" in ln for ln in lines)
+    assert any(f"[{rid}] apodistill.serve: POST /v1/chat/completions 400" in ln for ln in lines)
+    assert any("trace-abc.123" in ln and "batch of 1" in ln for ln in lines)  # the generation names it too
+
+
+def test_registered_profile_refuses_a_gradient_in_serve_and_predict(served, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    x = np.linspace(0, 255, 96).astype(np.uint8)
+    Image.fromarray(np.stack([np.tile(x, (96, 1)), np.tile(x[:, None], (1, 96)), np.full((96, 96), 90, np.uint8)], -1),
+                    "RGB").save(tmp_path / "gradient.png")
+    r = httpx.post(served.url + "/v1/chat/completions", json=_chat(_image(_data_url((tmp_path / "gradient.png").read_bytes()))),
+                   timeout=60)
+    assert r.status_code == 422 and "far outside what the student was trained on" in r.json()["error"]["message"]
+    from typer.testing import CliRunner
+
+    from apodistill.cli import app
+
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "gradient.png"), "--model", f"models:/{NAME}@challenger"])
+    assert res.exit_code == 2 and "far outside what the student was trained on: colourfulness" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)

@@ -141,22 +141,34 @@ def predict(
 def serve(
     model: str = typer.Option(DEFAULT_MODEL, help="Model URI to serve."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
-    host: str = typer.Option("127.0.0.1", help="Interface; 0.0.0.0 exposes it to the network (no authentication!)."),
+    host: str = typer.Option("127.0.0.1", help="Interface; 0.0.0.0 exposes it to the network (then set --api-key-env)."),
+    api_key_env: Optional[str] = typer.Option(
+        None, help="Name of an environment variable holding a bearer token that every /v1/ request must send "
+        "(Authorization: Bearer <token>); the token itself never goes on the command line."),
     max_body_mb: float = typer.Option(8.0, min=0.001, help="Largest request body in MiB (413 beyond)."),
     max_tokens: int = typer.Option(256, min=1, help="Upper bound on generated tokens per request."),
+    max_batch: int = typer.Option(8, min=1, help="Requests generated together in one batch."),
+    max_queue: int = typer.Option(64, min=1, help="Requests waiting at most; beyond, 503 with Retry-After."),
+    batch_wait_ms: float = typer.Option(10.0, min=0, help="How long the first request of a batch waits for others."),
     prompt_mode: str = typer.Option("student", help="student: answer with the trained task prompt; client: use the request's text."),
     served_name: Optional[str] = typer.Option(None, help="Model id in responses and /v1/models (default: name@alias)."),
 ) -> None:
-    """Serve the student over an OpenAI-compatible API: /v1/chat/completions, /v1/models, /health."""
-    from apodistill.serving.server import MiB
+    """Serve the student over an OpenAI-compatible API: /v1/chat/completions (streaming too), /v1/models, /health."""
+    from apodistill.serving.server import MiB, ServeSetupError
     from apodistill.serving.server import serve as run_serve
 
     from mlflow.exceptions import MlflowException
 
     if prompt_mode not in ("student", "client"):
         raise typer.BadParameter("must be student or client", param_hint="--prompt-mode")
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key_env:
+        typer.echo(f"warning: serving on {host} without authentication; set --api-key-env", err=True)
     try:
-        run_serve(model, host, port, int(max_body_mb * MiB), max_tokens, prompt_mode, served_name)
+        run_serve(model, host, port, int(max_body_mb * MiB), max_tokens, prompt_mode, served_name,
+                  api_key_env=api_key_env, max_batch=max_batch, max_queue=max_queue, batch_wait_s=batch_wait_ms / 1000)
+    except ServeSetupError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     except (MlflowException, OSError) as err:  # unknown model/alias, missing files, port in use
         typer.echo(f"error: cannot serve {model}: {err}", err=True)
         raise typer.Exit(2) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 @dataclass
@@ -39,46 +39,66 @@ class Answer:
 
 
 class Predictor:
-    """Model, processor, the findings it answers and its task prompts.
+    """Model, processor, the findings it answers, its task prompts and its input profile.
 
-    ``answer`` holds a lock: one generate at a time, since a CPU model gains nothing from
-    concurrent calls and torch modules are not meant to be driven from several threads.
+    ``answer`` holds a lock: one generate at a time, since torch modules are not meant to be
+    driven from several threads; concurrency comes from batching several queries into one
+    call (``apodistill serve`` queues and batches requests).
     """
 
     def __init__(self, model: Any, processor: Any, findings: Sequence[str], prompts: dict[str, str],
-                 image_size: int, max_new_tokens: int = 96):
+                 image_size: int, max_new_tokens: int = 96, input_profile: dict[str, Any] | None = None):
         self.model = model
         self.processor = processor
         self.findings = list(findings)
         self.prompts = dict(prompts)
         self.image_size = int(image_size)
         self.max_new_tokens = int(max_new_tokens)
+        self.input_profile = input_profile  # training image statistics (serving/input_check.py); None: basic checks
         self._lock = threading.Lock()
 
     @classmethod
     def from_folder(cls, student_dir: str, meta: dict[str, Any]) -> "Predictor":
-        """Load a student folder (full or LoRA) with the registered ``meta`` (findings, prompts)."""
+        """Load a student folder (full or LoRA) with the registered ``meta`` (findings, prompts, input profile)."""
         from apodistill.student import load_student, student_info
 
         model, processor = load_student(student_dir)
         model.eval()
         size = student_info(student_dir).get("image_size") or meta["image_size"]
-        return cls(model, processor, meta["findings"], meta["prompts"], size, meta.get("max_new_tokens", 96))
+        return cls(model, processor, meta["findings"], meta["prompts"], size, meta.get("max_new_tokens", 96),
+                   meta.get("input_profile"))
+
+    def check(self, q: Query) -> tuple[str, list[Any]]:
+        """(task, decoded images, prior first); raises ValueError for an image that does not
+        decode and :class:`~apodistill.serving.input_check.InputRejected` for one far outside
+        the training images."""
+        from apodistill.serving.input_check import InputRejected, check_image
+        from apodistill.serving.pyfunc import decode_image
+
+        pair = not (q.prior_image is None or (isinstance(q.prior_image, str) and not q.prior_image))
+        named = [("prior image", q.prior_image), ("image", q.image)] if pair else [("image", q.image)]
+        out = []
+        for name, value in named:
+            im = decode_image(value)
+            reason = check_image(im, self.input_profile)
+            if reason is not None:
+                raise InputRejected(f"{name}: {reason}")
+            out.append(im)
+        return ("pair" if pair else "single"), out
 
     def _images(self, q: Query) -> tuple[str, list[Any]]:
-        from apodistill.serving.pyfunc import decode_image
         from apodistill.student import prepare_image
 
-        current = prepare_image(decode_image(q.image), self.image_size)
-        if q.prior_image is None or (isinstance(q.prior_image, str) and not q.prior_image):
-            return "single", [current]
-        return "pair", [prepare_image(decode_image(q.prior_image), self.image_size), current]
+        task, images = self.check(q)
+        return task, [prepare_image(im, self.image_size) for im in images]
 
     def answer(self, queries: Sequence[Query], max_new_tokens: int | None = None,
-               temperature: float | None = None) -> list[Answer]:
+               temperature: float | None = None, on_delta: Callable[[int, str], None] | None = None) -> list[Answer]:
         """Greedy answers (sampled when ``temperature`` > 0), parsed into per-finding labels.
 
-        Raises ValueError for an image that cannot be decoded (before any generation).
+        Raises ValueError for an image that cannot be decoded or is refused by the input
+        check (before any generation). ``on_delta(i, text)``, when given, receives query i's
+        trajectory piece by piece as it is generated (their concatenation is the trajectory).
         """
         import pandas as pd
 
@@ -92,8 +112,13 @@ class Predictor:
         prompts = [q.prompt or self.prompts[t] for q, t in zip(queries, tasks)]
         sample = bool(temperature and temperature > 0)
         with self._lock:
+            streamer = None
+            if on_delta is not None:
+                from apodistill.serving.stream import RowStreamer
+
+                streamer = RowStreamer(self.processor.tokenizer, on_delta)
             texts = generate(self.model, self.processor, list(images), prompts, max_new,
-                             do_sample=sample, temperature=temperature if sample else 1.0)
+                             do_sample=sample, temperature=temperature if sample else 1.0, streamer=streamer)
             tok = self.processor.tokenizer
             prompt_tokens = [
                 len(self.processor(text=[chat_prompt(self.processor, p, len(imgs))], images=list(imgs))["input_ids"][0])

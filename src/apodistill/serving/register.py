@@ -121,8 +121,10 @@ def log_and_register(
     system: str = "apo",
     data: dict[str, Any] | None = None,
     max_new_tokens: int = 96,
+    input_profile: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Log the student (weights, processor, prompts, params, metrics, card), register a new
+    """Log the student (weights, processor, prompts, params, metrics, card, the training images'
+    ``input_profile`` from :func:`apodistill.serving.input_check.build_profile`), register a new
     version of ``model_name`` with ``tags`` and ``eval.*`` tags, and point ``alias`` at it.
 
     Runs inside the active MLflow run (the register stage's), or a new one. Returns the
@@ -138,7 +140,8 @@ def log_and_register(
     with (mlflow.start_run(run_name="register") if own_run else contextlib.nullcontext()), tempfile.TemporaryDirectory() as tmp:
         folder = self_contained(student_dir, tmp)
         meta = {"findings": findings, "prompts": prompts, "image_size": student_info(folder).get("image_size"),
-                "max_new_tokens": max_new_tokens, "system": system}
+                "max_new_tokens": max_new_tokens, "system": system,
+                "input_profile": input_profile}  # training image statistics: predict / serve refuse far-off images
         card = model_card(model_name=model_name, system=system, student=describe_student(folder), params=params,
                           metrics=metrics, tags=tags, data=data or {})
         artifacts = {"student": str(folder)}

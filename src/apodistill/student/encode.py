@@ -119,8 +119,11 @@ def generate(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    streamer: Any = None,
 ) -> list[str]:
-    """Generate one completion per prompt (left padding; decoding stops at the end-of-turn token)."""
+    """Generate one completion per prompt (left padding; decoding stops at the end-of-turn token).
+
+    ``streamer``: a transformers ``BaseStreamer`` that receives each step's tokens (serving streams them)."""
     import torch
 
     tok = processor.tokenizer
@@ -142,6 +145,7 @@ def generate(
             **enc,
             eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
             pad_token_id=tok.pad_token_id,
+            streamer=streamer,
             **kwargs,
         )
     new = out[:, enc["input_ids"].shape[1] :]
