@@ -1,7 +1,8 @@
 # Two commands: `make run` (whole pipeline on the embedded default) and `make test`.
 # Set-up is idempotent: .venv is created once, torch==2.13.0 (CPU wheel) first, then the
 # project with the versions locked in constraints.txt; `make test` adds the [test] extra
-# (pytest, httpx), `make bench` the [bench] extra (TRL), neither needed to run the pipeline.
+# (pytest, httpx, hypothesis, openai), `make bench` the [bench] extra (TRL), neither
+# needed to run the pipeline.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv

@@ -84,6 +84,15 @@ def test_four_hung_requests_do_not_stall_the_teacher(tmp_path):
     assert ratio <= 1.5
 
 
+def test_hangs_before_any_answer_is_timed_are_hedged_after_hedge_initial_s(tmp_path):
+    """Every slot hung at once, nothing timed yet: the initial threshold rescues the run."""
+    bench = make_benchmark(tmp_path / "b", n_patients=10, studies_per_patient=2)  # 20 requests
+    with FakeOpenAIServer(latency_s=0.1, plan=FirstArrivals({0, 1, 2, 3}), hang_s=60) as server:
+        out, took = _run(server.url, bench, tmp_path / "c.sqlite", hedge_initial_s=1.0, timeout_s=20)
+    assert (out.table.status == "ok").all() and len(server.log) == 24
+    assert 1.0 <= took < 6  # one initial threshold, not the 20 s total deadline
+
+
 def test_without_hedging_a_hang_holds_its_slot_for_the_total_deadline(tmp_path):
     """The behaviour the hedge removes, measured the same way (short deadline to keep it quick)."""
     bench = make_benchmark(tmp_path / "b", n_patients=4, studies_per_patient=2)  # 8 requests

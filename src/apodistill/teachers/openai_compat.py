@@ -343,7 +343,9 @@ class _Scheduler:
             threshold = self.b.hedge_threshold(self.latencies)
             wake = [self.waiting[0][0] - now] if self.waiting else []
             if threshold is not None:
-                wake += [a.sent_at + threshold - now for a in self._hedgeable()]
+                wake += [a.sent_at + threshold - now + 0.001 for a in self._hedgeable()]
+                if any(a.sent_at is None for a in self.tasks.values()):
+                    wake.append(0.05)  # not sent yet (rate limiter): look again soon to time it from its send
             timeout = max(0.005, min(wake)) if wake else None
             if not self.tasks:  # only retries in backoff
                 await asyncio.sleep(timeout or 0)
