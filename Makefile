@@ -58,6 +58,7 @@ test: $(TEST_STAMP)
 bench: $(BENCH_STAMP)
 	python bench/apo_vs_trl.py
 	python bench/teachers_throughput.py
+	python bench/teachers_hangs.py --json bench/teachers_hangs.json
 
 # Ablation (docs/evaluation.md): one queued experiment per arm, run one after another, then side by side.
 # "SPD only" is the spd.* columns of every row: the spd stage reads no apo.* param, so all rows share one SPD model.

@@ -1,13 +1,14 @@
 """A local OpenAI-compatible chat completions server that can misbehave on purpose.
 
-Used by the fault and resume tests, the throughput benchmark, and for dry runs of a real
-roster without keys. It answers ``POST /v1/chat/completions`` with a well-formed trajectory
+Used by the fault, resume, hang and budget tests, the throughput and hang benchmarks, and for
+dry runs of a real roster without keys. It answers ``POST /v1/chat/completions`` with a well-formed trajectory
 after ``latency_s``, unless its ``plan`` says otherwise for that request:
 
 ``ok`` | ``429`` (with Retry-After) | ``500`` | ``503`` | ``timeout`` (sleeps past the
-client's timeout) | ``hang`` (accepts, then sends nothing for ``hang_s``) | ``malformed`` (200 with a body that is not JSON) | ``refuse`` (a refusal
-in the text) | ``refusal_field`` (the ``message.refusal`` field) | ``400`` | ``400_echo`` (a
-400 whose body echoes the request headers, API key included, as careless servers do).
+client's timeout) | ``hang`` (accepts, then sends nothing for ``hang_s``) | ``malformed``
+(200 with a body that is not JSON) | ``refuse`` (a refusal in the text) | ``refusal_field``
+(the ``message.refusal`` field) | ``400`` | ``400_echo`` (a 400 whose body echoes the request
+headers, API key included, as careless servers do).
 
 A request's identity is a hash of its image data URLs, so the caller can tell which study a
 request was about and how many times the server saw it.

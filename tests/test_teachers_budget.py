@@ -56,6 +56,8 @@ def test_budget_stops_at_the_budget_and_a_rerun_asks_only_for_the_rest(tmp_path,
         assert out.stats["paid.cost_usd"] == pytest.approx(asked * PER_REQUEST)
         assert out.budget["spent_usd"] == pytest.approx(asked * PER_REQUEST) and out.budget["spent_usd"] >= budget
         assert len(out.table) == asked and (out.table.status == "ok").all()
+        print(f"\nconcurrency {concurrency}: budget ${budget} = {budget / PER_REQUEST:.1f} requests; stopped after {asked} "
+              f"(${out.budget['spent_usd']:.4f}), {40 - asked} not asked")
 
         again = run_teachers(_cfg(_roster(server.url, concurrency), 1.0), DEFAULT.base, "synthetic", bench, TEMPLATES,
                              tmp_path / "c.sqlite", progress=False)

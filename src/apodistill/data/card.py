@@ -73,7 +73,7 @@ def drop_section(summary: dict[str, Any]) -> list[str]:
 
     d = {k.removeprefix("dropped."): v for k, v in summary.items() if k.startswith("dropped.")}
     rows = [
-        ["missing report file", d["missing_reports"], d["reports_expected"] or "no reports in this source", share(d["missing_reports"], d["reports_expected"])],
+        ["missing report file", d["missing_reports"], d["reports_expected"] or "n/a (no report files read)", share(d["missing_reports"], d["reports_expected"])],
         ["report without FINDINGS / IMPRESSION", d["reports_without_sections"], d["reports_expected"] or "-", share(d["reports_without_sections"], d["reports_expected"])],
         ["missing image file", d["missing_images"], summary.get("images_checked", 0), share(d["missing_images"], summary.get("images_checked", 0))],
         ["unreadable annotation row", d["unreadable_rows"], d["rows_read"] or "-", share(d["unreadable_rows"], d["rows_read"])],

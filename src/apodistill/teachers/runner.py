@@ -197,7 +197,7 @@ def run_teachers(
         for i, spec in enumerate(teachers.roster):
             missing = [r for r in todo[spec.name] if r.key not in stored]
             bad = [r for r in unreadable[spec.name] if r.key not in stored]
-            sink = _make_sink(cache, spec, findings, budget, tqdm(total=len(missing) + len(bad), desc=spec.name, unit="req",
+            sink = _Sink(cache, spec, findings, budget, tqdm(total=len(missing) + len(bad), desc=spec.name, unit="req",
                                                                  position=i, disable=not progress, dynamic_ncols=True))
             sinks[spec.name] = sink
             for r in bad:
@@ -266,9 +266,6 @@ class _Sink:
             self.bar.set_postfix(self.counts, refresh=False)
         self.bar.update(1)
 
-
-def _make_sink(cache: TeacherCache, spec, findings: list[str], budget: Budget, bar) -> _Sink:
-    return _Sink(cache, spec, findings, budget, bar)
 
 
 def _assemble(cache: TeacherCache, reqs: list[Request], budget_stopped: bool = False
