@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     data_hash, data = data_fingerprint(args.benchmark) if args.benchmark else ("unknown", {})
     # statistics of the training images: predict / serve refuse images far outside them (422)
     input_profile = profile_from_benchmark(args.benchmark) if args.benchmark else None
+    if input_profile is None:
+        print("warning: no input profile (no --benchmark, or under 20 train images): predict / serve will check "
+              "only image size and transparency", file=sys.stderr)
     prompts = {t: task_prompt(args.templates, t, base.findings) for t in ("single", "pair")}
     v = volatile("register")
     tags = {"git_revision": v["git_revision"], "dvc_experiment": v["dvc_experiment"] or "workspace", "data_hash": data_hash, "source": args.model}

@@ -192,12 +192,18 @@ def test_every_synthetic_test_radiograph_passes(tmp_path, student, server):
 
     import pandas as pd
 
+    from apodistill.serving.input_check import check_image, profile_from_benchmark
+
     images = []
     for size in (64, 128):
         out = tmp_path / f"b{size}"
         build(SimpleNamespace(base=DEFAULT.base, fetch=section("fetch", source="synthetic", n_patients=40, image_size=size)), out)
         studies = pd.read_parquet(out / "studies.parquet")
-        images += [Image.open(resolve_image(out, p)) for p in studies.loc[studies.split == "test", "image_path"]]
+        test = [Image.open(resolve_image(out, p)) for p in studies.loc[studies.split == "test", "image_path"]]
+        own = profile_from_benchmark(str(out))  # what the register stage stores: this benchmark's train images
+        assert [check_image(im, own) for im in test] == [None] * len(test)
+        assert "far outside" in check_image(_gradient(), own) and "far outside" in check_image(_pink_noise(9), own)
+        images += test
     bad = "bb0e3d7a"  # the fixture's deliberately truncated JPEG
     images += [Image.open(p) for p in sorted((FIX / "mimic_cxr" / "files").rglob("*.jpg")) if bad not in p.name]
     refused = [(i, err) for i, im in enumerate(images) for err in [_refusal(student, im)] if err]
@@ -218,3 +224,13 @@ def _refusal(student: Predictor, im: Image.Image) -> str | None:
 def test_a_refused_prior_is_named(server):
     with pytest.raises(openai.UnprocessableEntityError, match="prior image: image is far outside"):
         server.client.chat.completions.create(model="student", messages=messages(_gradient(), radiograph(5)), max_tokens=MAX_TOKENS)
+
+
+def test_no_profile_from_a_handful_of_images(tmp_path):
+    from teachers_helpers import make_benchmark
+
+    from apodistill.serving.input_check import check_image, profile_from_benchmark
+
+    bench = make_benchmark(tmp_path / "b", n_patients=3, image_size=64, radiographs=True)
+    assert profile_from_benchmark(str(bench)) is None  # under 20 train images: no quantiles to trust
+    assert check_image(_gradient(), None) is None and "1x1 px" in check_image(Image.new("L", (1, 1)), None)

@@ -31,6 +31,7 @@ import numpy as np
 
 MIN_SIDE = 32  # as apodistill.data.images.MIN_SIDE: smaller is a thumbnail or a broken export
 THUMB = 16
+MIN_IMAGES = 20  # fewer training images give no usable 0.5% / 99.5% quantiles
 PROFILE_VERSION = 1
 
 
@@ -92,8 +93,8 @@ def build_profile(images: Iterable[Any]) -> dict[str, Any]:
             with Image.open(im) as f:
                 im = f.copy()
         feats.append(image_features(im))
-    if len(feats) < 20:
-        raise ValueError(f"an input profile needs at least 20 training images, got {len(feats)}")
+    if len(feats) < MIN_IMAGES:
+        raise ValueError(f"an input profile needs at least {MIN_IMAGES} training images, got {len(feats)}")
     mean_thumb = np.mean([f["_thumb"] for f in feats], axis=0)
     mean_thumb = (mean_thumb - mean_thumb.mean()) / (mean_thumb.std() or 1.0)
     layout = np.array([_corr(f["_thumb"], mean_thumb) for f in feats])
@@ -152,14 +153,17 @@ def check_image(image, profile: dict[str, Any] | None) -> str | None:
     return None
 
 
-def profile_from_benchmark(benchmark_dir: str, split: str = "train", max_images: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """:func:`build_profile` over (a seeded sample of) a benchmark split's study images."""
+def profile_from_benchmark(benchmark_dir: str, split: str = "train", max_images: int = 2000, seed: int = 0) -> dict[str, Any] | None:
+    """:func:`build_profile` over (a seeded sample of) a benchmark split's study images; None
+    when the split has fewer than :data:`MIN_IMAGES` (then only size and transparency are checked)."""
     import pandas as pd
 
     from apodistill.data.images import resolve_image
 
     studies = pd.read_parquet(f"{benchmark_dir}/studies.parquet", columns=["image_path", "split"])
     paths = studies.loc[studies["split"] == split, "image_path"]
+    if len(paths) < MIN_IMAGES:
+        return None
     if len(paths) > max_images:
         paths = paths.sample(max_images, random_state=seed)
     return build_profile(resolve_image(benchmark_dir, p) for p in paths)
