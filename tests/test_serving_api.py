@@ -234,3 +234,13 @@ def test_no_profile_from_a_handful_of_images(tmp_path):
     bench = make_benchmark(tmp_path / "b", n_patients=3, image_size=64, radiographs=True)
     assert profile_from_benchmark(str(bench)) is None  # under 20 train images: no quantiles to trust
     assert check_image(_gradient(), None) is None and "1x1 px" in check_image(Image.new("L", (1, 1)), None)
+
+
+def test_serve_refuses_to_start_without_the_token_variable(monkeypatch):
+    from typer.testing import CliRunner
+
+    from apodistill.cli import app
+
+    monkeypatch.delenv("APODISTILL_TEST_UNSET_TOKEN", raising=False)
+    res = CliRunner().invoke(app, ["serve", "--model", "models:/nothing@none", "--api-key-env", "APODISTILL_TEST_UNSET_TOKEN"])
+    assert res.exit_code == 2 and "APODISTILL_TEST_UNSET_TOKEN" in res.output and "not set or empty" in res.output
