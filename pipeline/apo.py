@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from apodistill.student import save_student, student_info
     from apodistill.training.apo import build_candidates, ref_key, reference_logps, train_apo
     from apodistill.training.data import ImageStore
-    from apodistill.training.loop import clear_checkpoints
+    from apodistill.training.loop import batch_record, clear_checkpoints
 
     # data
     studies = pd.read_parquet(Path(args.benchmark) / "studies.parquet")
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     # model: the reference log-probs, once for both arms
     accelerator = make_accelerator(cfg.optim.bf16)
     t0 = time.time()
-    ref_c, ref_r, hit = reference_logps(args.ref_model, sets, images, args.ref_cache, cfg.max_length, cfg.ref_batch_size, accelerator.device)
+    # sharded over the processes, gathered to all, the cache written by the main one
+    ref_c, ref_r, hit = reference_logps(args.ref_model, sets, images, args.ref_cache, cfg.max_length, cfg.ref_batch_size, accelerator=accelerator)
     key = ref_key(args.ref_model, sets, cfg.max_length)
     n_neg = sum(sum(s.mask) for s in sets)
     metrics = {"apo.prompts": len(sets), "apo.negatives_per_prompt": n_neg / len(sets),
@@ -91,11 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         # save
         save_student(model, processor, out, base=args.ref_model if arm.lora.enabled else None,
                      extra={"stage": "apo", "image_size": ref_info.get("image_size"), "max_length": arm.max_length})  # fmt: skip
-        st.save(out, config={**st.config, "apo": arm.model_dump(mode="json")}, reference=args.ref_model)
+        batch = batch_record(accelerator, arm.optim)  # processes x micro-batch x accumulation
+        st.save(out, config={**st.config, "apo": arm.model_dump(mode="json")}, reference=args.ref_model, **batch)
         last = result.rows[-1] if result.rows else {}
         metrics.update({f"{name}.train_seconds": round(time.time() - t1, 1), **{f"{name}.final_{k}": float(v) for k, v in last.items() if k != "step"}})
         if name == "apo":
-            metrics["apo.steps"] = result.steps
+            metrics.update({"apo.steps": result.steps, **{f"apo.{k}": v for k, v in batch.items()}})
         curves[f"{name}.curve"] = result.rows
     if not accelerator.is_main_process:
         return 0

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from apodistill.student import save_student
     from apodistill.training.data import ImageStore
-    from apodistill.training.loop import clear_checkpoints
+    from apodistill.training.loop import batch_record, clear_checkpoints
     from apodistill.training.spd import build_examples, train_spd
 
     accelerator = make_accelerator(cfg.optim.bf16)
@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # save
     save_student(model, processor, args.out, base=base_ref, extra={"stage": "spd", "image_size": cfg.image_size, "max_length": cfg.max_length})
-    st.save(args.out)
+    batch = batch_record(accelerator, cfg.optim)  # processes x micro-batch x accumulation
+    st.save(args.out, **batch)
     st.note(resumed_from_step=result.resumed_from)
     last = result.rows[-1] if result.rows else {}
     metrics = {
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "spd.train_seconds": seconds,
         "spd.parameters": int(sum(p.numel() for p in model.parameters())),
         **{f"spd.{k}": v for k, v in counts.items()},
+        **{f"spd.{k}": v for k, v in batch.items()},
     }
 
     # log

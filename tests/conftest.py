@@ -48,18 +48,20 @@ def tiny_images(tmp_path):
     return tmp_path, paths
 
 
-@pytest.fixture
-def tiny_student():
-    """A factory: (model, processor) with a tokenizer trained on a few trajectories."""
+def tiny_student_factory(seed: int = 0, texts: list[str] | None = None):
+    """(model, processor): the TINY_DIMS student with a tokenizer trained on a few trajectories."""
     from apodistill.config.train import TinyStudentConfig
     from apodistill.student import build_processor, build_tiny_student, train_tokenizer
 
-    def make(seed: int = 0, texts: list[str] | None = None):
-        rng = np.random.default_rng(1)
-        corpus = texts or [make_trajectory(rng) for _ in range(40)] + ["Chest X-ray. Think, then answer."]
-        tok = train_tokenizer(corpus, TINY_DIMS["vocab_size"])
-        proc = build_processor(tok, 64)
-        model = build_tiny_student(TinyStudentConfig(**TINY_DIMS), tok, seed=seed)
-        return model, proc
+    rng = np.random.default_rng(1)
+    corpus = texts or [make_trajectory(rng) for _ in range(40)] + ["Chest X-ray. Think, then answer."]
+    tok = train_tokenizer(corpus, TINY_DIMS["vocab_size"])
+    proc = build_processor(tok, 64)
+    model = build_tiny_student(TinyStudentConfig(**TINY_DIMS), tok, seed=seed)
+    return model, proc
 
-    return make
+
+@pytest.fixture
+def tiny_student():
+    """A factory: (model, processor) with a tokenizer trained on a few trajectories."""
+    return tiny_student_factory

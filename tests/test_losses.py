@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from apodistill.losses import (
     LOSSES,
     apo_loss,
+    linear_token_logps,
     sequence_logps,
     token_logps,
+    weighted_sft_from_logps,
     weighted_sft_loss,
 )
 
@@ -170,6 +172,41 @@ def test_sequence_logps_hand_example():
     logps, mask = token_logps(_logits_from_probs(probs), labels)
     assert mask.tolist() == [[True, True, False], [True, True, True]]
     assert logps[0, 2].item() == 0.0
+
+
+@pytest.mark.parametrize("chunk_bytes", [4 * 50 * 3, 2**28])  # 3 rows per chunk (uneven split), or all at once
+def test_linear_token_logps_equals_token_logps_of_the_logits(chunk_bytes):
+    """Chunked from hidden states = the logits path, values and gradients, float32 within 1e-5."""
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 7, 16, generator=gen, requires_grad=True)
+    weight = torch.randn(50, 16, generator=gen, requires_grad=True)
+    labels = torch.randint(0, 50, (3, 7), generator=gen)
+    labels[0, :4] = -100  # prompt
+    labels[2, 5:] = -100  # padding
+    want, want_mask = token_logps(hidden @ weight.T, labels)
+    g_out = torch.randn(want.shape, generator=gen)
+    gh, gw = torch.autograd.grad((want * g_out).sum(), (hidden, weight))
+    got, mask = linear_token_logps(hidden, weight, labels, chunk_bytes=chunk_bytes)
+    assert torch.equal(mask, want_mask) and got.dtype == torch.float32
+    assert torch.allclose(got, want, atol=1e-5, rtol=0) and (got[~mask] == 0).all()
+    gh2, gw2 = torch.autograd.grad((got * g_out).sum(), (hidden, weight))
+    assert torch.allclose(gh2, gh, atol=1e-5, rtol=0) and torch.allclose(gw2, gw, atol=1e-5, rtol=0)
+    # the SFT loss built on either gives the same number
+    w = torch.tensor([1.0, 2.0, 0.5])
+    a, _ = weighted_sft_loss(hidden @ weight.T, labels, w)
+    b, _ = weighted_sft_from_logps(got, mask, w)
+    assert b.item() == pytest.approx(a.item(), abs=1e-6)
+
+
+def test_linear_token_logps_hand_example_without_gradients():
+    # H = V = 3 and weight = I: the logits are the hidden states, as in test_sequence_logps_hand_example.
+    probs = [[[0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]]]
+    labels = torch.tensor([[-100, 2, 0]])
+    with torch.no_grad():
+        got, mask = linear_token_logps(_logits_from_probs(probs), torch.eye(3, dtype=D), labels, chunk_bytes=1)
+    assert got.dtype == D and got[0].tolist() == pytest.approx([math.log(0.5), math.log(0.6)], abs=1e-12)
+    empty, m = linear_token_logps(torch.zeros(1, 3, 3), torch.eye(3), torch.full((1, 3), -100))
+    assert empty.shape == (1, 2) and not m.any() and (empty == 0).all()
 
 
 def test_weighted_sft_equal_weights_is_plain_cross_entropy():

@@ -4,6 +4,8 @@
   teacher trajectories (``plackett_luce``), or the released script's pairwise sigmoid DPO
   (``pairwise``). Kinds are registered by name in ``LOSSES``.
 - ``token_logps`` / ``sequence_logps``: log-probabilities of label tokens under causal shift.
+- ``linear_token_logps``: the same from the last hidden states and the output layer, scoring
+  only the label positions, chunk by chunk: no (B, T, V) logits tensor ever exists.
 - ``weighted_sft_loss``: SPD with black-box teachers, token cross-entropy weighted by w_u.
 
 Every function takes tensors and returns tensors; nothing here knows about models, batches
@@ -184,6 +186,49 @@ def token_logps(logits, labels, ignore_index: int = -100):
     return torch.where(mask, logps, torch.zeros_like(logps)), mask
 
 
+def linear_token_logps(hidden, weight, labels, ignore_index: int = -100, chunk_bytes: int = 2**27):
+    """``token_logps(hidden @ weight.T, labels)`` without materialising the logits.
+
+    ``hidden`` (B, T, H) are the last hidden states, ``weight`` (V, H) the output layer
+    (lm_head; no bias in Qwen). Only the N positions that predict a label token are scored
+    (prompt, image and padding positions cost nothing), in chunks of rows whose float32
+    logits take at most ``chunk_bytes``; with gradients on, each chunk is recomputed in the
+    backward pass (activation checkpointing), so memory holds one chunk's (rows, V) logits
+    at a time instead of a (B, T, V) tensor, its float32 copy and their gradients. For a
+    152k vocabulary and 4 x 578 tokens the full float32 logits alone are 1.4 GB;
+    bench/logprob_memory.py measures the peak.
+
+    The chunk's matmul runs like the model's own lm_head (``F.linear``, so under autocast
+    in the autocast dtype), then the log-softmax in at least float32. Returns (logps
+    (B, T-1), mask (B, T-1)) exactly as ``token_logps``: logps are 0 where mask is False.
+    """
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    targets = labels[:, 1:]
+    mask = targets != ignore_index
+    rows_h = hidden[:, :-1][mask]  # (N, H), row-major order of the mask
+    rows_t = targets[mask]
+    per_chunk = max(1, int(chunk_bytes) // (4 * weight.shape[0]))
+    grad = torch.is_grad_enabled() and (rows_h.requires_grad or weight.requires_grad)
+    parts = []
+    for i in range(0, rows_h.shape[0], per_chunk):
+        h, t = rows_h[i : i + per_chunk], rows_t[i : i + per_chunk]
+        parts.append(checkpoint(_rows_logps, h, weight, t, use_reentrant=False) if grad else _rows_logps(h, weight, t))
+    out_dtype = torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype), torch.float32)
+    picked = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=out_dtype)
+    logps = torch.zeros(mask.shape, dtype=picked.dtype, device=hidden.device).masked_scatter(mask, picked)
+    return logps, mask
+
+
+def _rows_logps(h, weight, t):
+    import torch
+    import torch.nn.functional as F
+
+    logits = _at_least_float32(F.linear(h, weight))
+    return logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
 def sequence_logps(logits, labels, ignore_index: int = -100):
     """log pi(sequence) = sum over target tokens of log pi(token | prefix), shape (B,).
 
@@ -214,9 +259,14 @@ def weighted_sft_loss(logits, labels, example_weights, ignore_index: int = -100,
     Metrics (detached): ``ce`` unweighted mean token CE, ``tokens`` n target tokens,
     ``weighted_tokens`` sum_b w_b * n_b.
     """
+    logps, mask = token_logps(logits, labels, ignore_index)
+    return weighted_sft_from_logps(logps, mask, example_weights, normalizer)
+
+
+def weighted_sft_from_logps(logps, mask, example_weights, normalizer=None):
+    """``weighted_sft_loss`` from token log-probs and their mask, e.g. from ``linear_token_logps``."""
     import torch
 
-    logps, mask = token_logps(logits, labels, ignore_index)
     w = torch.as_tensor(example_weights, dtype=logps.dtype, device=logps.device)
     if w.shape != (logps.shape[0],):
         raise ValueError(f"example_weights must be ({logps.shape[0]},); got {tuple(w.shape)}")

@@ -191,10 +191,14 @@ class Stage:
 
 def make_accelerator(bf16: bool):
     """The accelerate ``Accelerator`` of `accelerate launch --config_file ...`; precision comes
-    from params (``optim.bf16``), the one place it is set (the launcher configs leave it out)."""
+    from params (``optim.bf16``), the one place it is set (the launcher configs leave it out).
+
+    Without CUDA it is a CPU one: processes started by accelerate's torchrun launcher
+    (pipeline/accelerate/multi_cpu.yaml) then form a gloo group instead of failing on NCCL."""
+    import torch
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision="bf16" if bf16 else "no")
+    return Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not torch.cuda.is_available())
 
 
 def read_weights(validated_dir: str | Path) -> dict[str, float]:

@@ -1,6 +1,16 @@
 """The student model: construction, tokenizer, processor, encoding and generation."""
 
-from apodistill.student.encode import IGNORE, Encoded, chat_prompt, encode, generate, load_template, prepare_image, render_template
+from apodistill.student.encode import (
+    IGNORE,
+    Encoded,
+    chat_prompt,
+    encode,
+    generate,
+    load_template,
+    prepare_image,
+    render_template,
+    target_logps,
+)
 from apodistill.student.model import (
     apply_lora,
     build_processor,
@@ -21,6 +31,7 @@ __all__ = [
     "load_template",
     "prepare_image",
     "render_template",
+    "target_logps",
     "apply_lora",
     "build_processor",
     "build_tiny_student",

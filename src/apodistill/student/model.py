@@ -14,6 +14,9 @@ from typing import Any
 from apodistill.config.train import LoraConfigSection, TinyStudentConfig
 
 STUDENT_FILE = "student.json"
+# Attention kernel for every student: PyTorch's scaled_dot_product_attention (fused kernels on
+# GPU, same numbers as eager: tests/test_scoring.py). flash-attn is not a dependency.
+ATTENTION = "sdpa"
 
 
 _PROCESSOR_CLASS = None
@@ -105,7 +108,7 @@ def build_tiny_student(cfg: TinyStudentConfig, tokenizer: Any, seed: int = 0):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(tiny_config(cfg, tokenizer))
+    model = Qwen2_5_VLForConditionalGeneration._from_config(tiny_config(cfg, tokenizer), attn_implementation=ATTENTION)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     return model
@@ -115,7 +118,7 @@ def load_pretrained(name_or_path: str, dtype: str = "auto"):
     """A pretrained Qwen2.5-VL (local path or hub id already in the local cache) and its processor."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype, attn_implementation=ATTENTION)
     return model, processor_from(name_or_path)
 
 
@@ -175,12 +178,12 @@ def load_student(path: str | Path, merge: bool = True, dtype: Any = None):
         if base and (Path(base) / STUDENT_FILE).is_file():
             model, _ = load_student(base, merge=True, dtype=dtype)
         else:
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=dtype or "auto")
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base, dtype=dtype or "auto", attn_implementation=ATTENTION)
         model = PeftModel.from_pretrained(model, path)
         if merge:
             model = model.merge_and_unload()
     else:
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype or torch.float32)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype or torch.float32, attn_implementation=ATTENTION)
     return model, processor
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from apodistill.config.train import ApoConfig
 from apodistill.training.data import Example, ImageStore, StudyKey, images_for, key_of, study_images, task_prompt
-from apodistill.training.loop import StepOutput, batch_plan, make_optimizer, total_steps, train_loop
+from apodistill.training.loop import StepOutput, batch_plan, make_optimizer, prepare, total_steps, train_loop
 
 REF_FILE = "ref_logps.parquet"
 REF_KEY = "key.json"
@@ -75,8 +75,7 @@ def score_sets(model: Any, processor: Any, images: ImageStore, sets: Sequence[Ca
     """
     import torch
 
-    from apodistill.losses import sequence_logps
-    from apodistill.student import encode
+    from apodistill.student import encode, target_logps
 
     exs, where = [], []
     for b, s in enumerate(sets):
@@ -87,7 +86,7 @@ def score_sets(model: Any, processor: Any, images: ImageStore, sets: Sequence[Ca
                 exs.append(Example(s.images, s.prompt, text))
                 where.append((b, u))
     enc = encode(processor, images.batch(exs), [e.prompt for e in exs], [e.target for e in exs], max_length).to(device)
-    logps = sequence_logps(model(**enc.model_inputs()).logits, enc.labels)
+    logps = target_logps(model, enc)[0].sum(dim=1)
     n = len(sets[0].rejected)
     chosen = torch.zeros(len(sets), dtype=logps.dtype, device=logps.device)
     rejected = torch.zeros(len(sets), n, dtype=logps.dtype, device=logps.device)
@@ -129,48 +128,84 @@ def reference_logps(
     max_length: int,
     batch_size: int,
     device: Any = "cpu",
+    accelerator: Any = None,
 ):
     """Reference (SPD) log-probs for every candidate, from the cache when its key matches.
 
-    Returns (chosen (M,), rejected (M, N) tensors, cache_hit).
+    Returns (chosen (M,), rejected (M, N) tensors, cache_hit), the same on every process.
+    With an ``accelerator`` of P processes, process r scores every P-th prompt from r, the
+    rows are gathered to all, and only the main process writes the cache (the others wait
+    for it).
     """
     import torch
-    from tqdm.auto import tqdm
 
     from apodistill.student import load_student
 
     cache_dir = Path(cache_dir)
     key = ref_key(ref_model_dir, sets, max_length)
     key_file, table = cache_dir / REF_KEY, cache_dir / REF_FILE
-    if key_file.is_file() and table.is_file() and json.loads(key_file.read_text()).get("key") == key:
+    hit = key_file.is_file() and table.is_file() and json.loads(key_file.read_text()).get("key") == key
+    processes, rank = (accelerator.num_processes, accelerator.process_index) if accelerator is not None else (1, 0)
+    if processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        hit = broadcast_object_list([hit])[0]  # one decision for all, whatever each saw on disk
+    if hit:
         df = pd.read_parquet(table)
         return torch.tensor(df["chosen"].to_numpy(np.float32)), torch.tensor(np.stack(df["rejected"].to_numpy()).astype(np.float32)), True
     model, processor = load_student(ref_model_dir)
+    device = accelerator.device if accelerator is not None else device
     model.to(device).eval()
-    chosen, rejected = [], []
+    mine = list(range(rank, len(sets), processes))
+    rows = _score_rows(model, processor, images, sets, mine, max_length, batch_size, device, show=rank == 0)
+    if processes > 1:
+        from accelerate.utils import gather_object
+
+        rows = gather_object(rows)
+    rows.sort(key=lambda r: r[0])
+    c = torch.tensor([r[1] for r in rows], dtype=torch.float32)
+    r = torch.tensor([r[2] for r in rows], dtype=torch.float32).reshape(len(sets), -1)
+    if accelerator is None or accelerator.is_main_process:
+        write_ref_cache(cache_dir, sets, c, r, key, ref_model_dir, max_length)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return c, r, False
+
+
+def _score_rows(model, processor, images, sets, indices, max_length, batch_size, device, show: bool):
+    """[(index, chosen logp, [rejected logps])] for the given prompts, without gradients."""
+    import torch
+    from tqdm.auto import tqdm
+
+    rows = []
     with torch.no_grad():
-        for i in tqdm(range(0, len(sets), batch_size), desc="reference log-probs"):
-            c, r = score_sets(model, processor, images, sets[i : i + batch_size], max_length, device)
-            chosen.append(c.float().cpu())
-            rejected.append(r.float().cpu())
-    c, r = torch.cat(chosen), torch.cat(rejected)
+        for i in tqdm(range(0, len(indices), batch_size), desc="reference log-probs", disable=not show):
+            idx = indices[i : i + batch_size]
+            c, r = score_sets(model, processor, images, [sets[j] for j in idx], max_length, device)
+            rows += [(j, float(cj), rj.tolist()) for j, cj, rj in zip(idx, c.float().cpu(), r.float().cpu())]
+    return rows
+
+
+def write_ref_cache(cache_dir: Path, sets: Sequence[CandidateSet], chosen: Any, rejected: Any, key: str, ref_model_dir: Any, max_length: int) -> None:
+    """The reference log-prob table and its key (written by one process)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(
         {
             "task": [s.key[0] for s in sets],
             "study_id": [s.key[1] for s in sets],
             "prior_study_id": [s.key[2] for s in sets],
-            "chosen": c.numpy(),
-            "rejected": [row.tolist() for row in r],
+            "chosen": chosen.numpy(),
+            "rejected": [row.tolist() for row in rejected],
         }
-    ).to_parquet(table, index=False)
-    key_file.write_text(json.dumps({"key": key, "reference": str(ref_model_dir), "max_length": max_length}) + "\n")
-    return c, r, False
+    ).to_parquet(cache_dir / REF_FILE, index=False)
+    (cache_dir / REF_KEY).write_text(json.dumps({"key": key, "reference": str(ref_model_dir), "max_length": max_length}) + "\n")
 
 
-def run_key(cfg: ApoConfig, ref: str, seed: int) -> str:
+def run_key(cfg: ApoConfig, ref: str, seed: int, processes: int = 1) -> str:
     h = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode())
     h.update(f"{ref}:{seed}".encode())
+    if processes != 1:
+        h.update(f"processes={processes}".encode())
     return h.hexdigest()[:16]
 
 
@@ -197,9 +232,10 @@ def train_apo(
     model, processor = load_student(policy_dir)
     if cfg.lora.enabled:
         model = apply_lora(model, cfg.lora)
-    steps = total_steps(len(sets), cfg.optim)
+    processes = accelerator.num_processes
+    steps = total_steps(len(sets), cfg.optim, processes)
     opt, sched = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim, steps)
-    model, opt, sched = accelerator.prepare(model, opt, sched)
+    model, opt, sched = prepare(accelerator, model, opt, sched, cfg.optim)
     device = accelerator.device
 
     def step(m: Any, idx: list[int]) -> StepOutput:
@@ -218,12 +254,12 @@ def train_apo(
         model=model,
         optimizer=opt,
         scheduler=sched,
-        plan=batch_plan(len(sets), cfg.optim, seed),
+        plan=batch_plan(len(sets), cfg.optim, seed, processes=processes),
         units_fn=len,
         step_fn=step,
         cfg=cfg.optim,
         ckpt_dir=ckpt_dir,
-        run_key=run_key(cfg, ref_cache_key, seed),
+        run_key=run_key(cfg, ref_cache_key, seed, processes),
         curve_path=curve_path,
         desc="apo",
         stop_after=stop_after,

@@ -8,7 +8,12 @@ teacher weights. The loop is small and does what both need:
   of units (weighted tokens, prompts) in the whole accumulation window, so 4 x 2 equals 1 x 8;
 - resumable checkpoints (``accelerator.save_state``) keyed by a hash of the config and data,
   so a rerun after a crash continues from the last one and a changed config starts fresh;
-- deterministic batch order from the seed, so a resumed run sees the same batches.
+- deterministic batch order from the seed, so a resumed run sees the same batches;
+- data parallel on P processes: the plan is global (P x micro-batch x accumulation examples
+  per optimizer step, the effective batch) and process r trains on its share of each step,
+  so P processes train what one process with P times the accumulation trains; the lr
+  schedule advances once per optimizer step and logged losses and metrics are reduced
+  across processes (the checkpoint's metadata and the curve are written by the main one).
 """
 
 from __future__ import annotations
@@ -28,39 +33,69 @@ from apodistill.config.train import OptimConfig
 META = "meta.json"
 
 
-def batch_plan(n_examples: int, cfg: OptimConfig, seed: int, groups: Sequence[int] | None = None) -> list[list[list[int]]]:
+def batch_plan(
+    n_examples: int, cfg: OptimConfig, seed: int, groups: Sequence[int] | None = None, processes: int = 1
+) -> list[list[list[int]]]:
     """Indices for every optimizer step: ``plan[step][micro] -> example indices``.
 
-    Epochs are fresh seeded permutations; the plan depends only on (n, cfg, seed, groups).
-    With ``groups`` (a group id per example), every micro-batch holds one group only, so
-    long prompts (consensus-format examples) are not padded together with short ones.
+    Each step holds ``processes * grad_accum`` micro-batches of ``batch_size`` (one effective
+    batch); process r trains on ``local_window(plan[step], r, processes)``. The plan depends
+    only on (n, cfg, seed, groups) and the product processes * grad_accum, so P processes
+    with accumulation A see the same micro-batches as one process with accumulation P * A.
+    Epochs are fresh seeded permutations. With ``groups`` (a group id per example), every
+    micro-batch holds one group only, so long prompts (consensus-format examples) are not
+    padded together with short ones.
     """
     if n_examples <= 0:
         raise ValueError("no training examples")
-    per_step = cfg.batch_size * cfg.grad_accum
-    steps = total_steps(n_examples, cfg)
+    per_step = cfg.grad_accum * processes  # micro-batches per optimizer step
+    steps = total_steps(n_examples, cfg, processes)
     rng = np.random.default_rng(seed)
     micro: list[list[int]] = []
     if groups is None:
         order: list[int] = []
-        while len(order) < steps * per_step:
+        while len(order) < steps * per_step * cfg.batch_size:
             order.extend(rng.permutation(n_examples).tolist())
-        micro = [order[i : i + cfg.batch_size] for i in range(0, steps * per_step, cfg.batch_size)]
+        micro = [order[i : i + cfg.batch_size] for i in range(0, steps * per_step * cfg.batch_size, cfg.batch_size)]
     else:
         g = np.asarray(groups)
-        while len(micro) < steps * cfg.grad_accum:
+        while len(micro) < steps * per_step:
             epoch: list[list[int]] = []
             for gid in np.unique(g):
                 members = rng.permutation(np.flatnonzero(g == gid)).tolist()
                 epoch += [members[i : i + cfg.batch_size] for i in range(0, len(members), cfg.batch_size)]
             micro += [epoch[i] for i in rng.permutation(len(epoch))]
-    return [micro[s * cfg.grad_accum : (s + 1) * cfg.grad_accum] for s in range(steps)]
+    return [micro[s * per_step : (s + 1) * per_step] for s in range(steps)]
 
 
-def total_steps(n_examples: int, cfg: OptimConfig) -> int:
+def local_window(window: list[list[int]], rank: int, processes: int) -> list[list[int]]:
+    """Process ``rank``'s micro-batches of one step of a ``batch_plan`` built for ``processes``."""
+    if len(window) % processes:
+        raise ValueError(f"a plan step of {len(window)} micro-batches cannot be split over {processes} processes")
+    k = len(window) // processes
+    return window[rank * k : (rank + 1) * k]
+
+
+def total_steps(n_examples: int, cfg: OptimConfig, processes: int = 1) -> int:
+    """Optimizer steps: ``cfg.steps``, or ``ceil(epochs * n / effective batch)`` when epochs is set."""
     if cfg.epochs is not None:
-        return max(1, math.ceil(cfg.epochs * n_examples / (cfg.batch_size * cfg.grad_accum)))
+        return max(1, math.ceil(cfg.epochs * n_examples / effective_batch(cfg, processes)))
     return cfg.steps
+
+
+def effective_batch(cfg: OptimConfig, processes: int = 1) -> int:
+    """Examples per optimizer step: processes x micro-batch x accumulation."""
+    return processes * cfg.batch_size * cfg.grad_accum
+
+
+def batch_record(accelerator: Any, cfg: OptimConfig) -> dict[str, int]:
+    """The effective batch and its factors, for the metrics, MLflow and provenance.json."""
+    return {
+        "processes": accelerator.num_processes,
+        "micro_batch": cfg.batch_size,
+        "grad_accum": cfg.grad_accum,
+        "effective_batch": effective_batch(cfg, accelerator.num_processes),
+    }
 
 
 def make_optimizer(params: Sequence[Any], cfg: OptimConfig, steps: int):
@@ -72,6 +107,15 @@ def make_optimizer(params: Sequence[Any], cfg: OptimConfig, steps: int):
         opt, num_warmup_steps=int(round(cfg.warmup_ratio * steps)), num_training_steps=steps, min_lr_rate=cfg.min_lr_ratio
     )
     return opt, sched
+
+
+def prepare(accelerator: Any, model: Any, optimizer: Any, scheduler: Any, cfg: OptimConfig):
+    """``accelerator.prepare`` for the loop. DeepSpeed reads the micro-batch from a dataloader,
+    and the loop has none, so it is given ``cfg.batch_size`` (as accelerate's error asks)."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None and plugin.deepspeed_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    return accelerator.prepare(model, optimizer, scheduler)
 
 
 @dataclass
@@ -118,14 +162,17 @@ def train_loop(
 ) -> LoopResult:
     """Run ``len(plan)`` optimizer steps. ``model``/``optimizer``/``scheduler`` are already prepared.
 
-    ``units_fn(indices)`` counts a micro-batch's units without a forward pass, so the window
-    total is known before the first backward (exact accumulation, also across processes).
+    ``plan`` is the global plan of ``batch_plan(..., processes=accelerator.num_processes)``;
+    this process trains on its ``local_window`` of each step. ``units_fn(indices)`` counts a
+    micro-batch's units without a forward pass, so the window total over all processes is
+    known before the first backward (exact accumulation, also across processes).
     ``stop_after`` ends early after that many steps (used by tests to simulate a crash).
     """
     import torch
     from tqdm.auto import tqdm
 
     ckpt_dir = Path(ckpt_dir)
+    processes, rank = accelerator.num_processes, accelerator.process_index
     rows: list[dict[str, float]] = []
     start = 0
     existing = _checkpoints(ckpt_dir)
@@ -138,36 +185,46 @@ def train_loop(
             accelerator.print(f"{desc}: resuming from {path} (step {step})")
         else:
             accelerator.print(f"{desc}: checkpoints in {ckpt_dir} belong to another config; starting fresh")
+            accelerator.wait_for_everyone()  # every process has read them before the main one removes them
             if accelerator.is_main_process:
                 shutil.rmtree(ckpt_dir)
+    accelerator.wait_for_everyone()
     resumed_from = start
     steps = len(plan)
     bar = tqdm(total=steps, initial=start, desc=desc, disable=not accelerator.is_local_main_process, dynamic_ncols=True)
     model.train()
     for step in range(start, steps):
-        window = plan[step]
+        window = local_window(plan[step], rank, processes)
+        if len(window) != cfg.grad_accum:
+            raise ValueError(f"plan has {len(plan[step])} micro-batches per step; expected {cfg.grad_accum} x {processes} processes")
         units = torch.tensor(float(sum(units_fn(mb) for mb in window)), device=accelerator.device)
         units = accelerator.reduce(units, reduction="sum")
-        scale = accelerator.num_processes / max(units.item(), 1e-12)
-        loss_total = 0.0
+        # DDP averages gradients over processes: scaling by P / (window units over all
+        # processes) makes the update the gradient of (sum of losses) / units.
+        scale = processes / max(units.item(), 1e-12)
+        loss_local = 0.0
         agg: dict[str, float] = {}
         for i, mb in enumerate(window):
             sync = i == len(window) - 1
-            ctx = accelerator.no_sync(model) if not sync else _null()
-            with ctx:
+            # DeepSpeed steps its engine inside backward() when gradients sync: only at the
+            # end of the window (accelerate's accumulate() sets the same flag).
+            accelerator.gradient_state._set_sync_gradients(sync)
+            with accelerator.no_sync(model) if not sync else _null():
                 with accelerator.autocast():
                     out = step_fn(model, mb)
                 accelerator.backward(out.loss_sum * scale)
-            loss_total += float(out.loss_sum.detach()) * scale / accelerator.num_processes
+            loss_local += float(out.loss_sum.detach()) * scale / processes
             for k, v in out.metrics.items():
                 agg[k] = agg.get(k, 0.0) + float(v) / len(window)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
-        scheduler.step()
+        advance_schedule(scheduler)
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
         if done % cfg.log_every == 0 or done == steps:
-            row = {"step": done, "loss": loss_total, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), **agg}
+            loss_total, metrics = _reduce_logged(accelerator, loss_local, agg)
+            gn = float(grad_norm) if grad_norm is not None else float("nan")
+            row = {"step": done, "loss": loss_total, "lr": scheduler.get_last_lr()[0], "grad_norm": gn, **metrics}
             rows.append(row)
             bar.set_postfix(loss=f"{loss_total:.4f}")
         bar.update(1)
@@ -179,6 +236,36 @@ def train_loop(
     if curve_path is not None and accelerator.is_main_process:
         write_curve(curve_path, rows)
     return LoopResult(steps=steps, resumed_from=resumed_from, rows=rows)
+
+
+def advance_schedule(scheduler: Any) -> None:
+    """Advance the lr schedule by exactly one optimizer step, whatever the number of processes.
+
+    accelerate's ``AcceleratedScheduler.step()`` steps the wrapped schedule num_processes
+    times (unless batches are split), because it assumes every process's dataloader walked
+    its own batch; here one optimizer step consumes one effective batch over all processes,
+    so a plain ``step()`` would run a cosine schedule P times too fast (and back up again).
+    DeepSpeed's engine steps its schedule itself in ``backward()``.
+    """
+    if type(scheduler).__name__ == "DeepSpeedSchedulerWrapper":
+        return
+    if any(getattr(o, "step_was_skipped", False) for o in getattr(scheduler, "optimizers", ())):
+        return  # fp16 overflow: accelerate skips the schedule with the optimizer
+    getattr(scheduler, "scheduler", scheduler).step()
+
+
+def _reduce_logged(accelerator: Any, loss_local: float, agg: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """The step's loss summed over processes and the metrics averaged (each process's mean
+    is over the same number of micro-batches, so this is the mean over all of them)."""
+    if accelerator.num_processes == 1:
+        return loss_local, agg
+    import torch
+
+    keys = sorted(agg)
+    t = torch.tensor([loss_local] + [agg[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    t = accelerator.reduce(t, reduction="sum")
+    vals = t.tolist()
+    return vals[0], {k: v / accelerator.num_processes for k, v in zip(keys, vals[1:])}
 
 
 class _null:

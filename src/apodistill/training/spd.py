@@ -25,7 +25,7 @@ from apodistill.training.data import (
     study_images,
     task_prompt,
 )
-from apodistill.training.loop import StepOutput, batch_plan, make_optimizer, total_steps, train_loop
+from apodistill.training.loop import StepOutput, batch_plan, make_optimizer, prepare, total_steps, train_loop
 
 
 def build_examples(
@@ -122,19 +122,24 @@ class SftSteps:
     def step(self, model: Any, idx: list[int]) -> StepOutput:
         import torch
 
-        from apodistill.losses import weighted_sft_loss
+        from apodistill.losses import weighted_sft_from_logps
+        from apodistill.student import target_logps
 
         enc = self._memo.pop(tuple(idx), None) or self._encode(idx)
         enc = enc.to(self.device)
-        logits = model(**enc.model_inputs()).logits
-        w = torch.tensor([self.examples[i].weight for i in idx], dtype=torch.float32, device=logits.device)
-        loss_sum, m = weighted_sft_loss(logits, enc.labels, w, normalizer=1.0)
+        logps, mask = target_logps(model, enc)
+        w = torch.tensor([self.examples[i].weight for i in idx], dtype=torch.float32, device=logps.device)
+        loss_sum, m = weighted_sft_from_logps(logps, mask, w, normalizer=1.0)
         return StepOutput(loss_sum, float(m["weighted_tokens"]), {"ce": float(m["ce"])})
 
 
-def run_key(cfg: SpdConfig, examples: Sequence[Example], seed: int) -> str:
+def run_key(cfg: SpdConfig, examples: Sequence[Example], seed: int, processes: int = 1) -> str:
+    """Checkpoints resume only under the same config, data, seed and number of processes (the
+    plan's steps and the per-process RNG states depend on it)."""
     h = hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode())
     h.update(str(seed).encode())
+    if processes != 1:
+        h.update(f"processes={processes}".encode())
     for ex in examples:
         h.update(repr((ex.images, ex.prompt, ex.target, ex.weight)).encode())
     return h.hexdigest()[:16]
@@ -152,25 +157,25 @@ def train_spd(
 ):
     """Build the student and train it; returns (unwrapped model, processor, base ref, loop result)."""
     model, processor, base = prepare_student(cfg, tokenizer_corpus(examples), seed)
-    steps = total_steps(len(examples), cfg.optim)
+    processes = accelerator.num_processes
+    steps = total_steps(len(examples), cfg.optim, processes)
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt, sched = make_optimizer(trainable, cfg.optim, steps)
-    model, opt, sched = accelerator.prepare(model, opt, sched)
+    model, opt, sched = prepare(accelerator, model, opt, sched, cfg.optim)
     sft = SftSteps(examples, images, processor, cfg.max_length, accelerator.device)
     result = train_loop(
         accelerator=accelerator,
         model=model,
         optimizer=opt,
         scheduler=sched,
-        plan=batch_plan(len(examples), cfg.optim, seed, groups=[int(e.group) for e in examples]),
+        plan=batch_plan(len(examples), cfg.optim, seed, groups=[int(e.group) for e in examples], processes=processes),
         units_fn=sft.units,
         step_fn=sft.step,
         cfg=cfg.optim,
         ckpt_dir=ckpt_dir,
-        run_key=run_key(cfg, examples, seed),
+        run_key=run_key(cfg, examples, seed, processes),
         curve_path=curve_path,
         desc="spd",
         stop_after=stop_after,
     )
     return accelerator.unwrap_model(model), processor, base, result
-
