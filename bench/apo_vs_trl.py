@@ -14,8 +14,17 @@ model loading, accelerator/Trainer set-up and first-step costs cancel. Our one-o
 experiment that changes only beta or the lr) is timed too and reported amortised over one
 epoch of the benchmark data.
 
+With ``--model-config bench/qwen2_5_vl_7b_config.json --lora --bf16`` both sides train the
+Qwen2.5-VL-7B architecture (random weights, bf16) with the paper's LoRA (r=8, alpha=32, all
+linear layers); TRL then uses the policy with its adapters disabled as the reference (its
+``peft_config`` path), we use our cached reference pass as always. The 7B model is built once
+and kept in memory: every "load the saved student" of either side gets a fresh copy of it
+(reading 16 GB from disk ten times would dominate the timing).
+
     .venv/bin/python bench/apo_vs_trl.py                      # CPU (a few minutes on 2 cores)
     .venv/bin/python bench/apo_vs_trl.py --device cuda --steps 20
+    python bench/apo_vs_trl.py --device cuda --model-config bench/qwen2_5_vl_7b_config.json --lora --bf16 \
+        --image-size 448 --max-length 640 --prompts-per-step 1 --warmup 2 --steps 6
 """
 
 from __future__ import annotations
@@ -48,7 +57,45 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--templates", default="templates/student", help="Student prompt templates folder.")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="Also write the result here.")
+    p.add_argument("--model-config", default=None, help="A Qwen2.5-VL config JSON (e.g. the 7B's) instead of the tiny student.")
+    p.add_argument("--lora", action="store_true", help="Both sides train the paper's LoRA (r=8, alpha=32, all-linear).")
+    p.add_argument("--bf16", action="store_true", help="bf16 (the model in bf16, autocast on both sides).")
+    p.add_argument("--image-size", type=int, default=64, help="Image side in px (64 -> 4 visual tokens, 448 -> 256).")
     return p.parse_args()
+
+
+_IN_MEMORY: dict = {}
+
+
+def load(folder: Path):
+    """(model, processor) of the saved start student: from disk, or a fresh copy of the in-memory one."""
+    import copy
+
+    from apodistill.student import load_student
+
+    if "model" in _IN_MEMORY:
+        return copy.deepcopy(_IN_MEMORY["model"]), _IN_MEMORY["processor"]
+    return load_student(folder)
+
+
+def build_big(args: argparse.Namespace, tokenizer):
+    """The architecture of --model-config with random weights, its special ids set to the tokenizer's."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from apodistill.student.model import ATTENTION
+
+    raw = json.loads(Path(args.model_config).read_text())
+    raw.pop("_comment", None)
+    ids = {k: tokenizer.convert_tokens_to_ids(t) for k, t in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+                                                              ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    raw.update(ids)
+    cfg = Qwen2_5_VLConfig(**{k: v for k, v in raw.items() if k not in ("architectures", "model_type")})
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
+    with torch.device(args.device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=dtype, attn_implementation=ATTENTION)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
 
 
 def build_world(args: argparse.Namespace, root: Path):
@@ -73,16 +120,20 @@ def build_world(args: argparse.Namespace, root: Path):
     (root / "img").mkdir(parents=True)
     sets, corpus = [], [prompt]
     for i in range(n_prompts):
-        pixels = np.random.default_rng(args.seed + i).integers(0, 256, (64, 64), dtype=np.uint8)
+        pixels = np.random.default_rng(args.seed + i).integers(0, 256, (args.image_size, args.image_size), dtype=np.uint8)
         Image.fromarray(pixels, mode="L").save(root / "img" / f"{i}.png")
         chosen, rejected = trajectory(), tuple(trajectory() for _ in range(N_NEGATIVES))
         corpus += [chosen, *rejected]
         sets.append(CandidateSet(("single", f"s{i}", None), (f"img/{i}.png",), prompt, chosen, rejected, (True,) * N_NEGATIVES, (1.0,) * N_NEGATIVES))
     dims = load_params(REPO / "params.yaml").spd.model  # the embedded default's tiny student
     tokenizer = train_tokenizer(corpus, dims.vocab_size)
-    processor = build_processor(tokenizer, 64)
-    model = build_tiny_student(dims, tokenizer, seed=args.seed)
-    save_student(model, processor, root / "ref")
+    processor = build_processor(tokenizer, args.image_size)
+    save_student(build_tiny_student(dims, tokenizer, seed=args.seed), processor, root / "ref")
+    if args.model_config:  # the folder above stays: its files are what the reference cache key hashes
+        _IN_MEMORY.update(model=build_big(args, tokenizer), processor=processor)
+        import apodistill.student
+
+        apodistill.student.load_student = lambda folder, **kw: load(Path(folder))  # train_apo / reference_logps load through it
     return sets
 
 
@@ -93,7 +144,9 @@ def time_ours(args: argparse.Namespace, root: Path, sets) -> dict:
     from apodistill.training.apo import reference_logps, train_apo
     from apodistill.training.data import ImageStore
 
-    images = ImageStore(root, 64)
+    images = ImageStore(root, args.image_size)
+    # LoRA: the paper's (the 7B profile's); otherwise full fine-tuning
+    lora = load_params(REPO / "profiles" / "qwen2.5-vl-7b.yaml").apo.lora.model_dump() if args.lora else {"enabled": False}
     # Untimed pass on one batch first: the timed pass should not pay the process's first-call costs.
     reference_logps(root / "ref", sets[: args.prompts_per_step], images, root / "refwarm", args.max_length, args.prompts_per_step, args.device)
     t0 = time.perf_counter()
@@ -101,13 +154,15 @@ def time_ours(args: argparse.Namespace, root: Path, sets) -> dict:
     ref_s = time.perf_counter() - t0
     walls = []
     for run, steps in enumerate((1, args.warmup, args.warmup + args.steps)):
-        optim = dict(lr=5e-7, steps=steps, batch_size=args.prompts_per_step, warmup_ratio=0.0, checkpoint_every=10**6, log_every=10**6)
+        optim = dict(lr=5e-7, steps=steps, batch_size=args.prompts_per_step, grad_accum=1, warmup_ratio=0.0, checkpoint_every=10**6,
+                     log_every=10**6, bf16=args.bf16)
         cfg = with_overrides(load_params(REPO / "params.yaml"), {"apo": {"beta": 0.1, "loss": "plackett_luce", "max_length": args.max_length,
-                                                                        "lora": {"enabled": False}, "optim": optim}}).apo  # fmt: skip
-        acc = Accelerator(cpu=args.device == "cpu")
+                                                                        "lora": lora, "optim": optim}}).apo  # fmt: skip
+        acc = Accelerator(cpu=args.device == "cpu", mixed_precision="bf16" if args.bf16 else "no")
         t0 = time.perf_counter()
         train_apo(cfg, sets, ref_c, ref_r, root / "ref", images, acc, str(root / f"ckpt{run}"), None, args.seed, "bench")
         walls.append(time.perf_counter() - t0)
+        _free(args)
     walls = walls[1:]  # the first run only warms the process (lazy imports, allocator)
     rate = args.prompts_per_step * args.steps / (walls[1] - walls[0])
     ref_per_prompt = ref_s / len(sets)
@@ -131,15 +186,22 @@ def time_trl(args: argparse.Namespace, root: Path, sets) -> dict:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from apodistill.student import load_student
     from apodistill.training.data import ImageStore
 
-    images = ImageStore(root, 64)
+    images = ImageStore(root, args.image_size)
     data = Dataset.from_list(trl_rows(sets, images))
     walls, tokens = [], None
+    peft_config = None
+    if args.lora:  # the same adapters as ours: the 7B profile's (the paper's)
+        from peft import LoraConfig
+
+        from apodistill.config import load_params
+
+        lo = load_params(REPO / "profiles" / "qwen2.5-vl-7b.yaml").apo.lora
+        peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type="CAUSAL_LM")
     for run, steps in enumerate((1, args.warmup, args.warmup + args.steps)):
-        policy, processor = load_student(root / "ref")
-        ref, _ = load_student(root / "ref")
+        policy, processor = load(root / "ref")
+        ref = None if args.lora else load(root / "ref")[0]  # LoRA: TRL's reference is the policy with adapters off
         cfg = DPOConfig(
             output_dir=str(root / f"trl{run}"),
             per_device_train_batch_size=N_NEGATIVES * args.prompts_per_step,
@@ -150,7 +212,7 @@ def time_trl(args: argparse.Namespace, root: Path, sets) -> dict:
             beta=0.1,
             loss_type=["sigmoid"],
             max_length=args.max_length,
-            bf16=False,
+            bf16=args.bf16,
             use_cpu=args.device == "cpu",
             gradient_checkpointing=False,
             save_strategy="no",
@@ -160,24 +222,37 @@ def time_trl(args: argparse.Namespace, root: Path, sets) -> dict:
             dataloader_num_workers=0,
             seed=args.seed,
         )
-        trainer = DPOTrainer(model=policy, ref_model=ref, args=cfg, train_dataset=data, processing_class=processor)
+        trainer = DPOTrainer(model=policy, ref_model=ref, args=cfg, train_dataset=data, processing_class=processor, peft_config=peft_config)
         if tokens is None:  # what TRL actually feeds, to check both sides score the same lengths
             batch = trainer.data_collator([dict(r) for r in trl_rows(sets[:1], images)])
             tokens = float(batch["attention_mask"].sum(1).float().mean())
         t0 = time.perf_counter()
         trainer.train()
         walls.append(time.perf_counter() - t0)
+        del trainer, policy, ref
+        _free(args)
     walls = walls[1:]
     return {"prompts_per_s": args.prompts_per_step * args.steps / (walls[1] - walls[0]), "walls_s": walls, "tokens_per_sequence": tokens}
 
 
+def _free(args: argparse.Namespace) -> None:
+    import gc
+
+    gc.collect()
+    if args.device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def ours_tokens(sets, root: Path, args: argparse.Namespace) -> float:
-    from apodistill.student import encode, load_student
+    from apodistill.student import encode
+    from apodistill.student.model import processor_from
     from apodistill.training.data import ImageStore
 
-    _, processor = load_student(root / "ref")
+    processor = processor_from(root / "ref")
     s = sets[0]
-    images = ImageStore(root, 64)
+    images = ImageStore(root, args.image_size)
     texts = [s.chosen, *s.rejected]
     enc = encode(processor, [[images.get(s.images[0])]] * len(texts), [s.prompt] * len(texts), texts, args.max_length)
     return float(enc.attention_mask.sum(1).float().mean())
@@ -202,6 +277,10 @@ def main() -> None:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "trl_version": trl.__version__,
+        "model": args.model_config or "tiny student (params.yaml spd.model)",
+        "lora": "the 7B profile's (r=8, alpha=32, all-linear)" if args.lora else "full fine-tuning",
+        "dtype": "bfloat16" if args.bf16 else "float32",
+        "image_size": args.image_size,
         "negatives": N_NEGATIVES,
         "prompts_per_step": args.prompts_per_step,
         "timed_steps": args.steps,
@@ -217,6 +296,7 @@ def main() -> None:
         f"({result['speedup_with_ref_pass']:.2f}x); goal >= 1.7x"
     )
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -49,19 +49,19 @@ def make_world(world: Path) -> None:
 
 
 def spd_config(accum: int):
-    from apodistill.config.train import OptimConfig, SpdConfig, TinyStudentConfig
     from conftest import TINY_DIMS
+    from params_helpers import section
 
-    optim = OptimConfig(lr=1e-2, steps=SPD_STEPS, batch_size=2, grad_accum=accum, warmup_ratio=0.25, min_lr_ratio=0.1,
-                        checkpoint_every=2, log_every=1)
-    return SpdConfig(model=TinyStudentConfig(**TINY_DIMS), image_size=64, max_length=128, optim=optim)
+    optim = dict(lr=1e-2, steps=SPD_STEPS, epochs=None, batch_size=2, grad_accum=accum, warmup_ratio=0.25, min_lr_ratio=0.1,
+                 checkpoint_every=2, log_every=1)
+    return section("spd", base_model=None, model=TINY_DIMS, image_size=64, max_length=128, lora={"enabled": False}, optim=optim)
 
 
 def apo_config(accum: int):
-    from apodistill.config.train import ApoConfig, OptimConfig
+    from params_helpers import section
 
-    optim = OptimConfig(lr=5e-3, steps=APO_STEPS, batch_size=1, grad_accum=accum, warmup_ratio=0.0, checkpoint_every=100, log_every=1)
-    return ApoConfig(beta=0.5, max_length=128, ref_batch_size=2, optim=optim)
+    optim = dict(lr=5e-3, steps=APO_STEPS, epochs=None, batch_size=1, grad_accum=accum, warmup_ratio=0.0, checkpoint_every=100, log_every=1)
+    return section("apo", beta=0.5, loss="plackett_luce", max_length=128, ref_batch_size=2, lora={"enabled": False}, optim=optim)
 
 
 def spd_examples(world: Path):

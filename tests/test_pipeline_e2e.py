@@ -136,3 +136,30 @@ def test_changed_param_changes_the_output(repo):
     _run(["dvc", "repro", "-s", "apo"], dst, env)
     assert (dst / "models" / "apo" / "model.safetensors").read_bytes() != before
     assert json.loads((dst / "reports" / "apo.json").read_text())["apo.ref_cache_hit"] == 1
+
+
+def test_spd_to_apo_on_two_cpu_processes(repo):
+    """`base.accelerate: multi_cpu`: spd -> self_distill -> apo rerun on 2 gloo processes, each
+    stage with one MLflow run, one reference cache and the effective batch on record."""
+    import sqlite3
+    from collections import Counter
+
+    def runs() -> Counter:
+        return Counter(r[0] for r in sqlite3.connect(dst / "mlflow.db").execute("select name from runs"))
+
+    dst, env = repo
+    before = runs()
+    p = yaml.safe_load((dst / "params.yaml").read_text())
+    p["base"]["accelerate"] = "multi_cpu"
+    (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    out = _run(["dvc", "repro", "apo"], dst, env).stdout
+    assert all(f"Running stage '{s}'" in out for s in ("spd", "self_distill", "apo"))
+    spd, apo = (json.loads((dst / "reports" / f"{s}.json").read_text()) for s in ("spd", "apo"))
+    micro = SMOKE["spd"]["optim"]["batch_size"]
+    assert (spd["spd.processes"], spd["spd.effective_batch"]) == (2, 2 * micro)
+    assert (apo["apo.processes"], apo["apo.ref_cache_hit"]) == (2, 0)
+    assert json.loads((dst / "models" / "spd" / "provenance.json").read_text())["effective_batch"] == 2 * micro
+    lrs = [float(r.split(",")[2]) for r in (dst / "reports" / "curves" / "spd.csv").read_text().splitlines()[1:]]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # no warm-up at this size: the cosine only decays
+    assert runs() - before == Counter({"spd": 1, "self_distill": 1, "apo": 1})
+    assert sorted(x.name for x in (dst / "models" / "apo_ref").iterdir()) == ["key.json", "ref_logps.parquet"]

@@ -56,7 +56,7 @@ def test_target_logps_equals_logits_path_values_and_gradients(tiny_student, tiny
 def test_target_logps_through_lora_equals_logits_path(tiny_student, tiny_images):
     root, paths = tiny_images
     model, proc = tiny_student(seed=6)
-    lora = apply_lora(model, LoraConfigSection(r=4, alpha=8, dropout=0.0, target_modules="all-linear"))
+    lora = apply_lora(model, LoraConfigSection(enabled=True, r=4, alpha=8, dropout=0.0, target_modules="all-linear"))
     with torch.no_grad():
         for n, p in lora.named_parameters():
             if "lora_B" in n:

@@ -105,3 +105,37 @@ def test_batch_plan_epochs_and_determinism():
     plan = batch_plan(10, section("spd.optim", batch_size=2, steps=20), 1, groups=groups)
     assert all(len({groups[i] for i in m}) == 1 for w in plan for m in w)
     assert {i for w in plan[:6] for m in w for i in m} == set(range(10))  # 4 + 2 micro-batches: the first epoch sees every example
+
+
+def test_batch_plan_is_global_and_split_by_rank():
+    """P processes x accumulation A see the micro-batches of one process with accumulation P x A."""
+    from apodistill.training.loop import effective_batch, local_window, total_steps
+
+    one = batch_plan(10, section("spd.optim", batch_size=2, grad_accum=4, steps=5), 3)
+    two = batch_plan(10, section("spd.optim", batch_size=2, grad_accum=2, steps=5), 3, processes=2)
+    assert one == two
+    assert local_window(two[0], 0, 2) == two[0][:2] and local_window(two[0], 1, 2) == two[0][2:]
+    with pytest.raises(ValueError, match="cannot be split"):
+        local_window(two[0], 0, 3)
+    cfg = section("spd.optim", batch_size=2, grad_accum=2, epochs=1.0)
+    assert effective_batch(cfg, 4) == 16 and total_steps(64, cfg, 4) == 4 and total_steps(64, cfg, 1) == 16
+
+
+def test_batch_plan_groups_by_length():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 200, size=400).tolist()
+    groups = [0] * 300 + [1] * 100
+    base = section("spd.optim", batch_size=8, grad_accum=1, steps=60, epochs=None, group_by_length=False)
+    grouped = base.model_copy(update={"group_by_length": True})
+
+    def padded(plan):  # slots a right-padded batch of each micro-batch takes
+        return sum(len(m) * max(lengths[i] for i in m) for w in plan for m in w)
+
+    a = batch_plan(400, base, 1, groups=groups, lengths=lengths)
+    b = batch_plan(400, grouped, 1, groups=groups, lengths=lengths)
+    assert a == batch_plan(400, base, 1, groups=groups)  # off: lengths change nothing
+    assert b == batch_plan(400, grouped, 1, groups=groups, lengths=lengths)  # seeded
+    assert padded(b) < 0.8 * padded(a)
+    assert all(len({groups[i] for i in m}) == 1 for w in b for m in w)
+    first_epoch = [i for w in b[:51] for m in w for i in m]  # 38 + 13 micro-batches make the first epoch
+    assert sorted(first_epoch) == list(range(400))  # every example once

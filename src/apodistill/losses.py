@@ -192,11 +192,11 @@ def linear_token_logps(hidden, weight, labels, ignore_index: int = -100, chunk_b
     ``hidden`` (B, T, H) are the last hidden states, ``weight`` (V, H) the output layer
     (lm_head; no bias in Qwen). Only the N positions that predict a label token are scored
     (prompt, image and padding positions cost nothing), in chunks of rows whose float32
-    logits take at most ``chunk_bytes``; with gradients on, each chunk is recomputed in the
-    backward pass (activation checkpointing), so memory holds one chunk's (rows, V) logits
-    at a time instead of a (B, T, V) tensor, its float32 copy and their gradients. For a
-    152k vocabulary and 4 x 578 tokens the full float32 logits alone are 1.4 GB;
-    bench/logprob_memory.py measures the peak.
+    logits take at most ``chunk_bytes``; with gradients on and more than one chunk, each
+    chunk is recomputed in the backward pass (activation checkpointing), so memory holds one
+    chunk's (rows, V) logits at a time instead of a (B, T, V) tensor, its float32 copy and
+    their gradients. For a 152k vocabulary and 4 x 578 tokens the full float32 logits alone
+    are 1.4 GB; bench/logprob_memory.py measures the peak.
 
     The chunk's matmul runs like the model's own lm_head (``F.linear``, so under autocast
     in the autocast dtype), then the log-softmax in at least float32. Returns (logps
@@ -210,11 +210,13 @@ def linear_token_logps(hidden, weight, labels, ignore_index: int = -100, chunk_b
     rows_h = hidden[:, :-1][mask]  # (N, H), row-major order of the mask
     rows_t = targets[mask]
     per_chunk = max(1, int(chunk_bytes) // (4 * weight.shape[0]))
-    grad = torch.is_grad_enabled() and (rows_h.requires_grad or weight.requires_grad)
+    # Recompute in backward only when there is more than one chunk: one chunk's logits fit
+    # the budget anyway, and recomputing them would cost a second output-layer matmul.
+    recompute = torch.is_grad_enabled() and (rows_h.requires_grad or weight.requires_grad) and rows_h.shape[0] > per_chunk
     parts = []
     for i in range(0, rows_h.shape[0], per_chunk):
         h, t = rows_h[i : i + per_chunk], rows_t[i : i + per_chunk]
-        parts.append(checkpoint(_rows_logps, h, weight, t, use_reentrant=False) if grad else _rows_logps(h, weight, t))
+        parts.append(checkpoint(_rows_logps, h, weight, t, use_reentrant=False) if recompute else _rows_logps(h, weight, t))
     out_dtype = torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype), torch.float32)
     picked = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=out_dtype)
     logps = torch.zeros(mask.shape, dtype=picked.dtype, device=hidden.device).masked_scatter(mask, picked)

@@ -17,7 +17,7 @@ class BaseConfig(Section):
     mlflow_experiment: str = Field(description="MLflow experiment that every stage logs to.")
     accelerate: str = Field(
         pattern=r"^[a-z0-9_]+$",
-        description="Accelerate config for training stages: pipeline/accelerate/<name>.yaml (cpu, single_gpu, multi_gpu, deepspeed_zero2, fsdp).",
+        description="Accelerate config for training stages: pipeline/accelerate/<name>.yaml (cpu, multi_cpu, single_gpu, multi_gpu, deepspeed_zero2, fsdp).",
     )
 
     @field_validator("findings")

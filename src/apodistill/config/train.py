@@ -55,6 +55,10 @@ class OptimConfig(Section):
     checkpoint_every: int = Field(gt=0, description="Save a resumable checkpoint every N steps.")
     log_every: int = Field(gt=0, description="Log curves every N steps.")
     bf16: bool = Field(description="bf16 autocast (GPU); keep false on CPU.")
+    group_by_length: bool = Field(
+        description="Batch examples of similar length together (less padding; each example scores the same either way: "
+        "tests/test_scoring.py) instead of uniformly at random (bench/results/spd_cpu_speed.json).",
+    )
 
 
 class SpdConfig(Section):

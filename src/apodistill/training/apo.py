@@ -254,7 +254,10 @@ def train_apo(
         model=model,
         optimizer=opt,
         scheduler=sched,
-        plan=batch_plan(len(sets), cfg.optim, seed, processes=processes),
+        plan=batch_plan(
+            len(sets), cfg.optim, seed, processes=processes,
+            lengths=[len(s.prompt) + max(len(t) for t in (s.chosen, *s.rejected)) for s in sets],  # the widest candidate pads the rest
+        ),
         units_fn=len,
         step_fn=step,
         cfg=cfg.optim,

@@ -31,38 +31,51 @@ import numpy as np
 from apodistill.config.train import OptimConfig
 
 META = "meta.json"
+LENGTH_GROUP_BATCHES = 50  # micro-batches per length-sorted run (HF's LengthGroupedSampler uses 50 too)
 
 
 def batch_plan(
-    n_examples: int, cfg: OptimConfig, seed: int, groups: Sequence[int] | None = None, processes: int = 1
+    n_examples: int,
+    cfg: OptimConfig,
+    seed: int,
+    groups: Sequence[int] | None = None,
+    processes: int = 1,
+    lengths: Sequence[int] | None = None,
 ) -> list[list[list[int]]]:
     """Indices for every optimizer step: ``plan[step][micro] -> example indices``.
 
     Each step holds ``processes * grad_accum`` micro-batches of ``batch_size`` (one effective
     batch); process r trains on ``local_window(plan[step], r, processes)``. The plan depends
-    only on (n, cfg, seed, groups) and the product processes * grad_accum, so P processes
-    with accumulation A see the same micro-batches as one process with accumulation P * A.
-    Epochs are fresh seeded permutations. With ``groups`` (a group id per example), every
-    micro-batch holds one group only, so long prompts (consensus-format examples) are not
-    padded together with short ones.
+    only on (n, cfg, seed, groups, lengths) and the product processes * grad_accum, so P
+    processes with accumulation A see the same micro-batches as one process with
+    accumulation P * A. Epochs are fresh seeded permutations. With ``groups`` (a group id per
+    example), every micro-batch holds one group only, so long prompts (consensus-format
+    examples) are not padded together with short ones. With ``lengths`` (and
+    ``cfg.group_by_length``), each run of 50 micro-batches' worth of a shuffled epoch is
+    sorted by length before it is cut, so a micro-batch holds examples of similar length and
+    little padding; the micro-batches are then shuffled (HF's LengthGroupedSampler, per group).
     """
     if n_examples <= 0:
         raise ValueError("no training examples")
     per_step = cfg.grad_accum * processes  # micro-batches per optimizer step
     steps = total_steps(n_examples, cfg, processes)
     rng = np.random.default_rng(seed)
+    by_length = cfg.group_by_length and lengths is not None
     micro: list[list[int]] = []
-    if groups is None:
+    if groups is None and not by_length:
         order: list[int] = []
         while len(order) < steps * per_step * cfg.batch_size:
             order.extend(rng.permutation(n_examples).tolist())
         micro = [order[i : i + cfg.batch_size] for i in range(0, steps * per_step * cfg.batch_size, cfg.batch_size)]
     else:
-        g = np.asarray(groups)
+        g = np.asarray(groups) if groups is not None else np.zeros(n_examples, dtype=int)
+        mega = cfg.batch_size * LENGTH_GROUP_BATCHES
         while len(micro) < steps * per_step:
             epoch: list[list[int]] = []
             for gid in np.unique(g):
                 members = rng.permutation(np.flatnonzero(g == gid)).tolist()
+                if by_length:
+                    members = [i for k in range(0, len(members), mega) for i in sorted(members[k : k + mega], key=lambda i: -lengths[i])]
                 epoch += [members[i : i + cfg.batch_size] for i in range(0, len(members), cfg.batch_size)]
             micro += [epoch[i] for i in rng.permutation(len(epoch))]
     return [micro[s * per_step : (s + 1) * per_step] for s in range(steps)]

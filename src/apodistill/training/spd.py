@@ -168,7 +168,10 @@ def train_spd(
         model=model,
         optimizer=opt,
         scheduler=sched,
-        plan=batch_plan(len(examples), cfg.optim, seed, groups=[int(e.group) for e in examples], processes=processes),
+        plan=batch_plan(
+            len(examples), cfg.optim, seed, groups=[int(e.group) for e in examples], processes=processes,
+            lengths=[len(e.prompt) + len(e.target) for e in examples],  # characters: a proxy of tokens
+        ),
         units_fn=sft.units,
         step_fn=sft.step,
         cfg=cfg.optim,
