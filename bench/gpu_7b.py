@@ -6,7 +6,7 @@ Variants, each timed after one untimed step, peak memory per variant:
 - ``before``: what bench/README.md measured first: gradient checkpointing on, the model's
   full (B, T, V) logits, then ``token_logps`` row by row in float32;
 - ``after``: training's path now: no gradient checkpointing (an H200 holds the activations),
-  ``apodistill.student.target_logps`` (output layer as identity, chunked log-probs on the
+  ``apodistill.training.scoring.target_logps`` (output layer as identity, chunked log-probs on the
   label positions only);
 - ``after`` with a larger micro-batch (SPD 8 sequences, APO 2 prompts): same path, more
   tokens per kernel (micro-batch x accumulation is the effective batch, so this is free
@@ -84,7 +84,7 @@ def step_fn(kind: str, path: str, model, enc, opt, n_prompts: int):
     import torch
 
     from apodistill.losses import apo_loss, token_logps, weighted_sft_from_logps
-    from apodistill.student import target_logps
+    from apodistill.training.scoring import target_logps
 
     def run():
         if path == "before":

@@ -133,10 +133,10 @@ def test_file_checks_find_the_repository_of_the_params_file(repo, tmp_path, monk
     f.write_text(yaml.safe_dump(d))
     monkeypatch.chdir(tmp_path)
     assert runner.invoke(app, ["params", "check", str(f)]).exit_code == 0
-    d["base"]["accelerate"] = "multi_cpu"
+    d["base"]["accelerate"] = "four_cpu"
     f.write_text(yaml.safe_dump(d))
-    assert "multi_cpu" in runner.invoke(app, ["params", "check", str(f)]).output
-    (repo / "pipeline" / "accelerate" / "multi_cpu.yaml").write_text("num_processes: 2\n")
+    assert "four_cpu" in runner.invoke(app, ["params", "check", str(f)]).output
+    (repo / "pipeline" / "accelerate" / "four_cpu.yaml").write_text("num_processes: 2\n")
     r = runner.invoke(app, ["params", "check", str(f)])
     assert r.exit_code == 0, r.output
 

@@ -14,9 +14,10 @@ import torch
 
 from apodistill.config.train import LoraConfigSection
 from apodistill.losses import token_logps
-from apodistill.student import apply_lora, encode, target_logps
+from apodistill.student import apply_lora, encode
 from apodistill.student.model import ATTENTION
 from apodistill.training.data import Example, ImageStore
+from apodistill.training.scoring import target_logps
 from conftest import make_trajectory
 
 

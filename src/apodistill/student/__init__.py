@@ -9,7 +9,6 @@ from apodistill.student.encode import (
     load_template,
     prepare_image,
     render_template,
-    target_logps,
 )
 from apodistill.student.model import (
     apply_lora,
@@ -31,7 +30,6 @@ __all__ = [
     "load_template",
     "prepare_image",
     "render_template",
-    "target_logps",
     "apply_lora",
     "build_processor",
     "build_tiny_student",

@@ -75,7 +75,8 @@ def score_sets(model: Any, processor: Any, images: ImageStore, sets: Sequence[Ca
     """
     import torch
 
-    from apodistill.student import encode, target_logps
+    from apodistill.student import encode
+    from apodistill.training.scoring import target_logps
 
     exs, where = [], []
     for b, s in enumerate(sets):

@@ -123,7 +123,7 @@ class SftSteps:
         import torch
 
         from apodistill.losses import weighted_sft_from_logps
-        from apodistill.student import target_logps
+        from apodistill.training.scoring import target_logps
 
         enc = self._memo.pop(tuple(idx), None) or self._encode(idx)
         enc = enc.to(self.device)
