@@ -198,7 +198,10 @@ def time_trl(args: argparse.Namespace, root: Path, sets) -> dict:
         from apodistill.config import load_params
 
         lo = load_params(REPO / "profiles" / "qwen2.5-vl-7b.yaml").apo.lora
-        peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type="CAUSAL_LM")
+        from apodistill.student.model import VISION_MODULES
+
+        peft_config = LoraConfig(r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type="CAUSAL_LM",
+                                 exclude_modules=None if lo.vision else VISION_MODULES)  # fmt: skip
     for run, steps in enumerate((1, args.warmup, args.warmup + args.steps)):
         policy, processor = load(root / "ref")
         ref = None if args.lora else load(root / "ref")[0]  # LoRA: TRL's reference is the policy with adapters off
@@ -278,7 +281,7 @@ def main() -> None:
         "transformers": transformers.__version__,
         "trl_version": trl.__version__,
         "model": args.model_config or "tiny student (params.yaml spd.model)",
-        "lora": "the 7B profile's (r=8, alpha=32, all-linear)" if args.lora else "full fine-tuning",
+        "lora": "the 7B profile's (r=8, alpha=32, all-linear, vision tower frozen)" if args.lora else "full fine-tuning",
         "dtype": "bfloat16" if args.bf16 else "float32",
         "image_size": args.image_size,
         "negatives": N_NEGATIVES,

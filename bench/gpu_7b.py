@@ -1,6 +1,7 @@
 """GPU check of the real student's training path: the Qwen2.5-VL-7B architecture in bf16 with
-the paper's LoRA (r=8, alpha=32, all linear layers), random weights (nothing downloaded),
-SDPA attention. Times SPD and APO steps and writes the figures as JSON.
+the paper's LoRA (the 7B profile's: r=8, alpha=32, the language model's linear layers, the
+vision tower frozen as ms-swift does by default), random weights (nothing downloaded), SDPA
+attention. Times SPD and APO steps and writes the figures as JSON.
 
 Variants, each timed after one untimed step, peak memory per variant:
 - ``before``: what bench/README.md measured first: gradient checkpointing on, the model's
@@ -211,14 +212,15 @@ def main() -> None:
         "transformers": __import__("transformers").__version__,
         "model": "tiny" if args.tiny else "Qwen2.5-VL-7B architecture (bench/qwen2_5_vl_7b_config.json), random weights",
         "dtype": str(dtype).replace("torch.", ""),
-        "lora": "r=8, alpha=32, dropout=0.05, all-linear",
     }
     t0 = time.time()
     model = build(args)
     out["attention"] = model.config._attn_implementation
     out["build_s"] = round(time.time() - t0, 1)
     out["parameters_b"] = round(sum(p.numel() for p in model.parameters()) / 1e9, 3)
-    model = apply_lora(model, load_params(REPO / "profiles" / "qwen2.5-vl-7b.yaml").spd.lora)  # the paper's LoRA
+    lora = load_params(REPO / "profiles" / "qwen2.5-vl-7b.yaml").spd.lora  # the paper's LoRA
+    out["lora"] = lora.model_dump(mode="json")
+    model = apply_lora(model, lora)
     out["trainable_m"] = round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     if acc is not None:
@@ -231,6 +233,7 @@ def main() -> None:
         ("spd_before", "spd", 1, 4, "before", True),
         ("spd_after", "spd", 1, 4, "after", False),
         ("spd_after_mb8", "spd", 1, 8, "after", False),
+        ("spd_after_mb16", "spd", 1, 16, "after", False),
         ("apo_before", "apo", 1, 8, "before", True),
         ("apo_after", "apo", 1, 8, "after", False),
         ("apo_after_2prompts", "apo", 2, 16, "after", False),
@@ -243,7 +246,14 @@ def main() -> None:
         set_checkpointing(model.module if hasattr(model, "module") else model, ckpt)
         enc = make_batch(cfg, seqs, px, 320, 256, args.device, dtype)
         run = step_fn(kind, path, model, enc, opt, prompts)
-        r = timed(run, args.steps, args.device)
+        try:
+            r = timed(run, args.steps, args.device)
+        except torch.cuda.OutOfMemoryError as err:  # a larger micro-batch may not fit: record it and go on
+            opt.zero_grad(set_to_none=True)
+            results[name] = {"error": f"out of memory: {str(err)[:200]}"}
+            del enc, run
+            torch.cuda.empty_cache()
+            continue
         tokens = enc.input_ids.numel() * out["processes"]
         r.update(sequences=seqs * out["processes"], tokens_per_step=tokens, tokens_per_s=round(tokens / r["step_s"]))
         if kind == "apo":
@@ -256,15 +266,17 @@ def main() -> None:
         del enc, run
         if cuda:
             torch.cuda.empty_cache()
-    if "spd_before" in results:
+    if "step_s" in results.get("spd_before", {}) and "step_s" in results.get("apo_before", {}):
         out["spd_speedup_after_vs_before"] = round(results["spd_before"]["step_s"] / results["spd_after"]["step_s"], 2)
         out["apo_speedup_after_vs_before"] = round(results["apo_before"]["step_s"] / results["apo_after"]["step_s"], 2)
     out["goals"] = {
         "spd_tokens_per_s_goal": 4 * 1199,
-        "spd_best_tokens_per_s": max(v["tokens_per_s"] for k, v in results.items() if k.startswith("spd_after")),
+        "spd_best_tokens_per_s": max((v["tokens_per_s"] for k, v in results.items() if k.startswith("spd_after") and "error" not in v), default=None),
         "apo_prompts_per_s_goal": round(3 * 0.36, 2),
-        "apo_best_prompts_per_s": max(v["prompts_per_s"] for k, v in results.items() if k.startswith("apo_after")),
+        "apo_best_prompts_per_s": max((v["prompts_per_s"] for k, v in results.items() if k.startswith("apo_after") and "error" not in v), default=None),
     }
+    best = max((v.get("mfu_6n_vs_datasheet", 0) for k, v in results.items() if k.startswith("spd_after")), default=None)
+    out["goals"]["spd_best_mfu_6n_vs_datasheet"] = best  # stretch goal: >= 0.35
     if not args.ddp:
         set_checkpointing(model, False)
         enc = make_batch(cfg, 4, px, 320, 256, args.device, dtype)

@@ -57,7 +57,7 @@ def test_target_logps_equals_logits_path_values_and_gradients(tiny_student, tiny
 def test_target_logps_through_lora_equals_logits_path(tiny_student, tiny_images):
     root, paths = tiny_images
     model, proc = tiny_student(seed=6)
-    lora = apply_lora(model, LoraConfigSection(enabled=True, r=4, alpha=8, dropout=0.0, target_modules="all-linear"))
+    lora = apply_lora(model, LoraConfigSection(enabled=True, r=4, alpha=8, dropout=0.0, target_modules="all-linear", vision=True))
     with torch.no_grad():
         for n, p in lora.named_parameters():
             if "lora_B" in n:
@@ -94,3 +94,17 @@ def test_padding_changes_no_score(tiny_student, tiny_images):
             assert one.attention_mask.all()
             alone = target_logps(model, one)[0].sum(1)[0]
             assert torch.allclose(alone, batched[i], atol=1e-5, rtol=0), i
+
+
+def test_lora_without_vision_leaves_the_vision_tower_frozen(tiny_student, tiny_images):
+    """vision: false (ms-swift's freeze_vit): adapters in the language model only; the vision
+    tower gets no gradient, so backward stops at its output."""
+    root, paths = tiny_images
+    model, proc = tiny_student(seed=9)
+    lora = apply_lora(model, LoraConfigSection(enabled=True, r=4, alpha=8, dropout=0.0, target_modules="all-linear", vision=False))
+    adapted = {n for n, _ in lora.named_parameters() if "lora_A" in n}
+    assert adapted and not any(".visual." in n for n in adapted)
+    enc, _ = _batch(proc, root, paths)
+    target_logps(lora, enc)[0].sum().backward()
+    assert all(p.grad is None for n, p in lora.named_parameters() if ".visual." in n)
+    assert all(lora.get_parameter(n).grad is not None for n in adapted)

@@ -39,6 +39,10 @@ class LoraConfigSection(Section):
     alpha: int = Field(gt=0, description="LoRA alpha (paper: 32).")
     dropout: float = Field(ge=0, lt=1, description="LoRA dropout.")
     target_modules: list[str] | Literal["all-linear"] = Field(description="Modules that get adapters.")
+    vision: bool = Field(
+        description="Adapters in the vision tower and merger too. false: the language model's layers only, the vision "
+        "tower frozen (ms-swift's default, freeze_vit, which the paper trained with); its backward pass is then skipped.",
+    )
 
 
 class OptimConfig(Section):

@@ -135,12 +135,17 @@ def processor_from(folder: str | Path):
     )
 
 
+VISION_MODULES = r".*\bvisual\b.*"  # Qwen2.5-VL's vision tower and merger: model.visual.*
+
+
 def apply_lora(model: Any, cfg: LoraConfigSection):
-    """Wrap the model with fresh LoRA adapters (peft)."""
+    """Wrap the model with fresh LoRA adapters (peft); with ``cfg.vision`` false the vision tower
+    gets none and stays frozen, so backward passes stop at its output."""
     from peft import LoraConfig, get_peft_model
 
     target = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=target, task_type="CAUSAL_LM")
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=target, task_type="CAUSAL_LM",
+                      exclude_modules=None if cfg.vision else VISION_MODULES)  # fmt: skip
     return get_peft_model(model, lora)
 
 
