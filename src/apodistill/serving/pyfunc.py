@@ -21,6 +21,7 @@ import mlflow.pyfunc
 import pandas as pd
 
 _MAX_PATH_CHARS = 4096  # longer strings are data, never file names (and would raise ENAMETOOLONG)
+_PATH_LIKE_CHARS = 1024  # undecodable text shorter than this is reported as a missing file
 
 
 def decode_image(value: Any):
@@ -32,6 +33,7 @@ def decode_image(value: Any):
 
     if isinstance(value, Image.Image):
         return value
+    source = "data"
     if isinstance(value, (bytes, bytearray)):
         data = bytes(value)
     elif isinstance(value, str) and value.startswith("data:"):
@@ -45,11 +47,15 @@ def decode_image(value: Any):
         except (binascii.Error, ValueError):
             raise ValueError("image data URL holds invalid base64") from None
     elif isinstance(value, str) and len(value) < _MAX_PATH_CHARS and Path(value).is_file():
-        data = Path(value).read_bytes()
+        data, source = Path(value).read_bytes(), "path"
+    elif isinstance(value, str) and len(value) < _MAX_PATH_CHARS and Path(value).is_dir():
+        raise ValueError(f"file not found: {value} (a folder; give an image file)")
     elif isinstance(value, str):
         try:
-            data = base64.b64decode(value, validate=True)
+            data, source = base64.b64decode(value, validate=True), "base64"
         except (binascii.Error, ValueError):
+            if len(value) < _PATH_LIKE_CHARS:
+                raise ValueError(f"file not found: {value}") from None
             raise ValueError(f"image is neither an existing path nor base64: {value[:60]!r}") from None
     else:
         raise ValueError(f"unsupported image value of type {type(value).__name__}")
@@ -58,7 +64,11 @@ def decode_image(value: Any):
             im.load()
             return im.copy()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot decode image: {err}") from None
+        if source == "base64" and len(value) < _PATH_LIKE_CHARS:
+            # Short text that happens to be valid base64 ("scan") is a mistyped path, not image data.
+            raise ValueError(f"file not found: {value}") from None
+        what = "not an image format PIL reads (PNG, JPEG, ...)" if isinstance(err, UnidentifiedImageError) else str(err)
+        raise ValueError(f"cannot decode image{f' {value}' if source == 'path' else ''}: {what}") from None
 
 
 class StudentModel(mlflow.pyfunc.PythonModel):

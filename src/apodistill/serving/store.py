@@ -1,21 +1,37 @@
-"""Which MLflow store the CLI commands talk to: the project's (sqlite in the repository by
-default, ``MLFLOW_TRACKING_URI`` overrides), the same one the pipeline stages log to."""
+"""Which MLflow store the CLI commands talk to: the repository's own (``<repo>/mlflow.db``,
+found from any subfolder, see :mod:`apodistill.tracking`), or ``MLFLOW_TRACKING_URI``.
+
+A command that reads the registry never creates a store: outside a repository, or in one
+that has none yet, it stops with an error that says where it looked.
+"""
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
+
+from apodistill.tracking import StoreNotFound, tracking_uri
+from apodistill.tracking import use_store as _use_store
+
+__all__ = ["StoreNotFound", "load_model", "tracking_uri", "use_store"]
+
+_STORE_SCHEMES = ("models:/", "runs:/")
 
 
 def use_store() -> str:
-    """Point MLflow (tracking and registry) at the configured store; return its URI."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
+    """Point MLflow (tracking and registry) at the existing store; return its URI.
 
-    from apodistill.tracking import DEFAULT_URI
+    Raises :class:`StoreNotFound` (outside a repository, or no store yet).
+    """
+    return _use_store(must_exist=True)
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
-    mlflow.set_tracking_uri(uri)
-    return uri
+
+def _local_model(uri: str) -> Path | None:
+    """The folder of a local model URI (a path or ``file://``), None for store and remote URIs."""
+    if uri.startswith(_STORE_SCHEMES):
+        return None
+    if uri.startswith("file://"):
+        return Path(uri[len("file://"):])
+    return None if "://" in uri else Path(uri)
 
 
 def load_model(uri: str):
@@ -23,11 +39,21 @@ def load_model(uri: str):
     ``runs:/...``, a local pyfunc folder).
 
     ``info`` names what was loaded (uri, and name, version, alias for registry URIs).
+    Raises :class:`StoreNotFound` for a registry URI without a store, FileNotFoundError
+    ("file not found: PATH") for a local folder that is missing or holds no MLflow model.
     """
     import mlflow.pyfunc
 
-    use_store()
     info: dict[str, str] = {"uri": uri}
+    local = _local_model(uri)
+    if local is not None:
+        if not local.exists():
+            raise FileNotFoundError(f"file not found: {local}")
+        if not (local / "MLmodel").is_file():
+            raise FileNotFoundError(f"file not found: {local / 'MLmodel'} ({local} is not an MLflow model folder)")
+        return mlflow.pyfunc.load_model(str(local)), info
+    if uri.startswith(_STORE_SCHEMES):
+        use_store()
     if uri.startswith("models:/"):
         ref = uri[len("models:/"):]
         name, _, alias = ref.partition("@")
