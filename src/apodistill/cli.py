@@ -5,6 +5,8 @@
     apodistill promote                      move `champion` to `challenger` if it is better (gated)
     apodistill predict IMAGE [--prior IMG]  trajectory and findings of a registered student
     apodistill serve --model URI --port N   OpenAI-compatible /v1/chat/completions for the student
+    apodistill compare [EXP...]             experiments side by side: beta, teacher weights, headline metrics
+    apodistill store                        the repository's MLflow store and its runs per experiment and stage
 
 Stages run through DVC (`dvc repro`); this CLI is for the steps around them.
 """
@@ -75,10 +77,14 @@ def promote(
     has no evaluation. Both numbers are printed either way.
     """
     from apodistill.serving.promote import promote as run_promote
-    from apodistill.serving.store import use_store
+    from apodistill.serving.store import StoreNotFound, use_store
 
     cfg = _register_config(params_file)
-    use_store()
+    try:
+        use_store()
+    except StoreNotFound as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     d = run_promote(name or cfg.model_name, metric or cfg.promote_metric,
                     cfg.promote_margin if margin is None else margin, force, reason, cfg.alias)
     typer.echo(d.message)
@@ -100,13 +106,13 @@ def predict(
     from mlflow.exceptions import MlflowException
 
     from apodistill.serving.pyfunc import decode_image
-    from apodistill.serving.store import load_model
+    from apodistill.serving.store import StoreNotFound, load_model
 
     for value in (image, prior):  # fail before the seconds spent loading the model
         try:
             if value is not None:
                 decode_image(value)
-        except ValueError as err:
+        except (ValueError, OSError) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
     row = {"image": image}
@@ -116,7 +122,7 @@ def predict(
         row["prompt"] = prompt
     try:
         pyfunc, info = load_model(model)
-    except (MlflowException, OSError) as err:  # unknown model/alias, missing store or files: one readable line
+    except (MlflowException, OSError, StoreNotFound) as err:  # unknown model/alias, missing store or files: one readable line
         typer.echo(f"error: cannot load {model}: {err}", err=True)
         raise typer.Exit(2) from None
     try:
@@ -138,6 +144,43 @@ def predict(
 
 
 @app.command()
+def store() -> None:
+    """Where the MLflow store is (the repository's, from any subfolder), and its runs per DVC
+    experiment and stage (`tags.dvc_experiment`, `tags.stage`)."""
+    from apodistill.serving.store import StoreNotFound, use_store
+    from apodistill.tracking import run_counts
+
+    try:
+        uri = use_store()
+    except StoreNotFound as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    counts = run_counts()
+    total = sum(n for by_stage in counts.values() for n in by_stage.values())
+    typer.echo(f"store {uri}: {total} runs")
+    for exp, by_stage in sorted(counts.items()):
+        typer.echo(f"  {exp:<24} {sum(by_stage.values()):>4}  " + ", ".join(f"{k} {v}" for k, v in sorted(by_stage.items())))
+
+
+@app.command()
+def compare(
+    names: Optional[list[str]] = typer.Argument(None, help="Experiments to show (dvc exp names or revisions); default: all of HEAD's."),
+    width: int = typer.Option(200, min=40, help="Widest line; columns that do not fit go into a second block."),
+) -> None:
+    """Experiments side by side: one column each, rows = apo.loss, apo.beta, teacher weights,
+    params that differ, then the headline metrics (what `dvc exp show` holds, turned on its side)."""
+    from apodistill.compare import experiments, render, table_rows
+
+    try:
+        rows = experiments(names=names or ())
+    except KeyError as err:
+        typer.echo(f"error: {err.args[0]}", err=True)
+        raise typer.Exit(2) from None
+    columns, fields = table_rows(rows)
+    typer.echo(render(columns, fields, width))
+
+
+@app.command()
 def serve(
     model: str = typer.Option(DEFAULT_MODEL, help="Model URI to serve."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
@@ -156,6 +199,7 @@ def serve(
     """Serve the student over an OpenAI-compatible API: /v1/chat/completions (streaming too), /v1/models, /health."""
     from apodistill.serving.server import MiB, ServeSetupError
     from apodistill.serving.server import serve as run_serve
+    from apodistill.serving.store import StoreNotFound
 
     from mlflow.exceptions import MlflowException
 
@@ -169,7 +213,7 @@ def serve(
     except ServeSetupError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    except (MlflowException, OSError) as err:  # unknown model/alias, missing files, port in use
+    except (MlflowException, OSError, StoreNotFound) as err:  # unknown model/alias, missing store or files, port in use
         typer.echo(f"error: cannot serve {model}: {err}", err=True)
         raise typer.Exit(2) from None
 
