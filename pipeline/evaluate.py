@@ -22,7 +22,7 @@ from pathlib import Path
 
 from apodistill.stage import Stage, stage_parser
 
-READS = ("base.seed", "base.findings", "evaluate")
+READS = ("base.seed", "base.findings", "evaluate", "teachers", "self_distill", "apo")  # the last three: the report's training setting
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from apodistill import evaluate as ev
     from apodistill.data import resolve_image
     from apodistill.reporting import ReportInputs, systems_in_order, write_report
+    from apodistill.serving.card import training_setting
     from apodistill.student import load_student
     from apodistill.training.data import ImageStore, study_images, task_prompt
 
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             image_path=lambda s: resolve_image(bench, image_of[s]) if s in image_of else None,
             reports=dict(zip(studies["study_id"], studies["report"].fillna(""))), examples=cfg.examples,
             provenance={**st.record(**facts), **volatile("evaluate")},  # the report says which code made it
+            setting=training_setting(st.config),  # the training setting, from the resolved params
         )  # fmt: skip
         written = write_report(scores, inputs, args.report_templates, html=args.html, markdown=args.md, assets_dir=out)
         artifacts = [written["html"], written["markdown"]]

@@ -8,7 +8,7 @@ the numbers come from the metrics dict only, so the report and ``dvc exp show`` 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +36,7 @@ class ReportInputs:
     reports: dict[str, str]  # study id -> reference report
     examples: int
     provenance: dict | None = None
+    setting: list[tuple[str, str]] = field(default_factory=list)  # training setting (serving.card.training_setting)
     compare: tuple[str, str] = ("apo", "spd")  # the two students whose disagreements are shown
 
 
@@ -109,7 +110,7 @@ def write_report(
         ][: inputs.examples]  # fmt: skip
     examples_note = no_examples_note(a, b, ran, inputs.split)
 
-    context = dict(split=inputs.split, counts=inputs.counts, best=inputs.best_teacher, students=students, provenance=inputs.provenance,
+    context = dict(split=inputs.split, counts=inputs.counts, best=inputs.best_teacher, students=students, provenance=inputs.provenance, setting=inputs.setting,
                    comparison=comparison, per_finding=per_finding, reports=reports, pair_names=(a, b), examples=examples,
                    examples_note=examples_note)  # fmt: skip
     env = _environment(templates_dir)
