@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", required=True, help="output folder for the validated and quarantined tables")
     ap.add_argument("--metrics", required=True, help="flat metrics JSON")
     ap.add_argument("--docs", required=True, help="folder for the GX Data Docs site")
+    ap.add_argument("--assets", default=None, help="vendored CSS/JS the Data Docs use offline (`make setup`: python -m apodistill.offline fetch)")
     ap.add_argument("--drift", required=True, help="folder for drift plots and per-teacher CSVs")
     return ap.parse_args(argv)
 
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     # work (GX writes the Data Docs into --docs itself)
     outcome = validate_trajectories(table, studies, params.base.findings, cfg, params.teachers.weights, args.suites, args.docs)
     gate, drift = outcome.gate, outcome.drift
+    from apodistill.offline import localize_if_vendored
+
+    print(localize_if_vendored(args.docs, args.assets), file=sys.stderr)
 
     # save: everything, also when a threshold is exceeded, so the failure can be inspected
     out = Path(args.out)

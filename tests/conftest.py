@@ -10,6 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,3 +67,19 @@ def tiny_student_factory(seed: int = 0, texts: list[str] | None = None):
 def tiny_student():
     """A factory: (model, processor) with a tokenizer trained on a few trajectories."""
     return tiny_student_factory
+
+
+@pytest.fixture(scope="session")
+def vendor(tmp_path_factory) -> Path:
+    """The CDN assets `make setup` vendors into .vendor/ (apodistill.offline); fetched from the
+    npm registry into a temporary folder when set-up has not run here."""
+    import shutil
+
+    from apodistill.offline import VEGA, fetch
+
+    local = Path(__file__).resolve().parents[1] / ".vendor"
+    if (local / VEGA[0][0]).is_dir():
+        return local
+    if shutil.which("npm") is None:
+        pytest.skip("no .vendor/ (make setup) and no npm to fetch it")
+    return fetch(tmp_path_factory.mktemp("vendor"))

@@ -3,6 +3,7 @@ Skips cleanly where no Chromium is installed (Debian: apt-get install -y chromiu
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,3 +44,23 @@ def test_screenshot_is_a_rendered_page(docs, tmp_path):
     pixels = np.asarray(Image.open(png).convert("L"), dtype=float)
     assert pixels.shape == (1400, 1000)
     assert pixels.std() > 5  # text on a page, not a blank or error screen
+
+
+def test_validation_page_is_styled_offline(docs, vendor, tmp_path):
+    """With the network off (browser.py maps every host to nothing) the page is unstyled until
+    apodistill.offline.localize swaps its CDN links for the vendored copies."""
+    from test_offline_pages import colored, shot
+
+    from apodistill.offline import localize
+
+    site = tmp_path / "docs"
+    shutil.copytree(docs, site)
+    (page,) = validation_pages(site)
+    unstyled = shot(page, tmp_path / "cdn.png", 1000, 900)
+    assert localize(site, vendor) == {}  # every CDN asset of the site has a local copy
+    assert "https://" not in "".join(line for line in page.read_text().splitlines() if "<script" in line or "stylesheet" in line)
+    styled = shot(page, tmp_path / "local.png", 1000, 900)
+    # Bootstrap fills panels, table headers and buttons; unstyled, the page is text on white.
+    ink = [int((p.min(axis=2) < 250).sum()) for p in (unstyled, styled)]
+    assert ink[1] > 4 * ink[0], ink
+    assert colored(styled) > colored(unstyled)  # the blue filter buttons
