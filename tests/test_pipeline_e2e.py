@@ -68,6 +68,18 @@ def repo(tmp_path_factory):
     return dst, env
 
 
+def test_headline_metrics_and_timing_apart(repo):
+    """The only DVC metrics file is the summary stage's ~20 headline keys; timings have their own file."""
+    dst, env = repo
+    head = json.loads((dst / "reports" / "headline.json").read_text())
+    assert list(head)[0] == "apo.acc.mean" and "apo.vs_spd.acc.ci_low" in head and 8 <= len(head) <= 25
+    assert not [k for k in head if "seconds" in k or k.startswith("teacher.")]
+    assert json.loads((dst / "reports" / "timing.json").read_text())["spd.train_seconds"] > 0
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], dst, env).stdout)
+    files = {f for rev in shown.values() for f in rev.get("data", {})}
+    assert files == {"reports/headline.json"}, files
+
+
 def test_metrics_cover_every_system(repo):
     dst, _ = repo
     m = json.loads((dst / "reports" / "metrics.json").read_text())
@@ -163,3 +175,37 @@ def test_spd_to_apo_on_two_cpu_processes(repo):
     assert all(a > b for a, b in zip(lrs, lrs[1:]))  # no warm-up at this size: the cosine only decays
     assert runs() - before == Counter({"spd": 1, "self_distill": 1, "apo": 1})
     assert sorted(x.name for x in (dst / "models" / "apo_ref").iterdir()) == ["key.json", "ref_logps.parquet"]
+
+
+def _runs_by_experiment(dst: Path, env: dict) -> dict[str, list[str]]:
+    """{dvc_experiment tag: [stage, ...]} of every run in the repository's own store."""
+    import sqlite3
+
+    with sqlite3.connect(dst / "mlflow.db") as conn:
+        rows = conn.execute(
+            "SELECT e.value, s.value FROM tags e JOIN tags s ON e.run_uuid = s.run_uuid "
+            "WHERE e.key = 'dvc_experiment' AND s.key = 'stage'"
+        ).fetchall()
+    out: dict[str, list[str]] = {}
+    for exp, stage in rows:
+        out.setdefault(exp, []).append(stage)
+    return out
+
+
+def test_queued_experiment_reuses_spd_and_logs_to_the_repository_store(repo):
+    """`dvc exp run --queue` runs in .dvc/tmp/exps/..., which DVC deletes afterwards: its
+    MLflow runs must land in the repository's mlflow.db, and only the stages downstream of
+    the changed param rerun (SPD is restored from the DVC cache, not retrained)."""
+    dst, env = repo
+    before = _runs_by_experiment(dst, env)
+    # pairwise_baseline off: one APO training instead of two, the shortest arm that proves the point
+    _run(["dvc", "exp", "run", "--queue", "-n", "smoke-beta", "-S", "apo.beta=0.3", "-S", "apo.pairwise_baseline=false"], dst, env)
+    r = _run(["dvc", "exp", "run", "--run-all", "--jobs", "1"], dst, env)
+    after = _runs_by_experiment(dst, env)
+    assert "smoke-beta" not in before
+    assert sorted(after.get("smoke-beta", [])) == ["apo", "evaluate", "register"], (after, r.stdout[-3000:])
+    assert sum(map(len, after.values())) == sum(map(len, before.values())) + 3
+    assert not list((dst / ".dvc" / "tmp").rglob("mlflow.db"))  # no store left behind in a temp workspace
+    table = _run([sys.executable, "-m", "apodistill.cli", "compare", "smoke-beta"], dst, env).stdout
+    beta = next(line.split() for line in table.splitlines() if line.startswith("apo.beta "))
+    assert beta[-1] == ".300" and max(map(len, table.splitlines())) <= 200, table

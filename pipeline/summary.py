@@ -1,0 +1,47 @@
+"""Stage `summary`: the headline numbers of a run for `dvc exp show`, and its timings apart.
+
+    python pipeline/summary.py --report fetch=reports/fetch.json ... --report evaluate=reports/metrics.json \\
+        --headline reports/headline.json --timing reports/timing.json
+
+Reads every stage's report (all its numbers) and writes the ~20 headline keys, chosen by
+pattern in `apodistill.reporting.metrics_files`, to the run's only DVC metrics file, and
+every `*_seconds` to --timing. Reads no params; runs in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--report", action="append", required=True, metavar="STAGE=FILE",
+                    help="a stage's report JSON (flat keys); repeat for every stage")
+    ap.add_argument("--headline", required=True, help="headline metrics JSON to write (the DVC metrics file)")
+    ap.add_argument("--timing", required=True, help="timings JSON to write (<stage>.<key>_seconds)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    named = dict(r.split("=", 1) for r in args.report if "=" in r)
+    if len(named) != len(args.report):
+        print(f"error: --report takes STAGE=FILE, got {args.report}")
+        return 2
+
+    from apodistill.reporting.metrics_files import summarize
+    from apodistill.stage import write_metrics
+
+    try:
+        head, timing = summarize(named)
+    except FileNotFoundError as err:
+        print(f"error: {err}")
+        return 2
+    write_metrics(args.headline, head, sort=False)
+    write_metrics(args.timing, timing)
+    print(f"summary: {len(head)} headline metrics -> {args.headline}, {len(timing)} timings -> {args.timing}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

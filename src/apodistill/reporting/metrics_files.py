@@ -1,0 +1,96 @@
+"""Which numbers `dvc exp show` shows: the headline, about twenty, out of ~600.
+
+Every stage writes all its numbers to its own report file (``reports/<stage>.json``,
+``reports/metrics.json`` for evaluate): the detail, read by people, MLflow and the
+register stage, but not declared as DVC metrics, so `dvc exp show` does not expand it.
+The `summary` stage then picks the headline out of those files into the one DVC metrics
+file, and the timings (every ``*_seconds``) into a file of their own, so that
+`dvc exp show --only-changed` is led by results, not by how long a stage took.
+
+The headline is chosen by key pattern, not by a list of today's keys, so a new system, a
+new consensus method or a new student finds its way into it:
+
+- pair accuracy (MS-CXR-T prior/current, the paper's headline) and single-study accuracy
+  of every system (``teacher.<name>.*``, one level deeper, stays in the detail) (``<system>.pair_acc.mean``, ``<system>.acc.mean``);
+- APO against SPD-only with its paired-bootstrap interval, and against the best teacher,
+  on pairs when the run has them (else single studies);
+- consensus accuracy (``consensus.*acc*``, ``self_distill.*acc*``);
+- faithfulness of the reasoning and bias inheritance per student (``<student>.faithful*``,
+  ``<student>.bias*``; a student is a system with ``<student>.vs_best_teacher.*`` keys);
+- the data: teachers flagged for drift, share of trajectories quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+# In the order `dvc exp show` prints them. {primary} is pair_acc when the run has pairs, else
+# acc; {students} are the systems compared with the best teacher (spd, apo, pairwise, ...).
+HEADLINE_PATTERNS: tuple[str, ...] = (
+    r"^\w+\.pair_acc\.mean$",
+    r"^\w+\.acc\.mean$",
+    r"^apo\.vs_spd\.{primary}\.(diff|ci_low|ci_high)$",
+    r"^apo\.vs_best_teacher\.{primary}\.diff$",
+    r"^(consensus|self_distill)\.(\w+\.)*\w*acc\w*(\.mean)?$",
+    r"^({students})\.(faithful\w*|bias\w*)(\.mean)?$",
+    r"^drift\.flagged_teachers$",
+    r"^quarantine\.fraction$",
+)
+TIMING_PATTERN = r"(^|[._])\w*seconds$"
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def headline_keys(keys: Iterable[str], patterns: Iterable[str] = HEADLINE_PATTERNS) -> list[str]:
+    """The headline among flat metric ``keys``, in pattern order."""
+    keys = sorted(set(keys))
+    primary = "pair_acc" if any(re.match(r"^\w+\.pair_acc\.mean$", k) for k in keys) else "acc"
+    students = sorted({k.split(".", 1)[0] for k in keys if re.match(r"^\w+\.vs_best_teacher\.", k)}) or ["apo"]
+    out: list[str] = []
+    for pattern in patterns:
+        rx = re.compile(pattern.replace("{primary}", primary).replace("{students}", "|".join(map(re.escape, students))))
+        out += [k for k in keys if k not in out and rx.search(k)]
+    return out
+
+
+def headline(metrics: Mapping[str, object], patterns: Iterable[str] = HEADLINE_PATTERNS) -> dict[str, float]:
+    """The headline subset of flat ``metrics`` (numbers only, NaN dropped), in pattern order."""
+    numbers = {k: float(v) for k, v in metrics.items() if _number(v) and not math.isnan(float(v))}
+    return {k: round(numbers[k], 4) for k in headline_keys(numbers, patterns)}
+
+
+def timing(reports: Mapping[str, Mapping[str, object]]) -> dict[str, float]:
+    """Every ``*_seconds`` number of every stage report, keyed ``<stage>.<key>``."""
+    rx = re.compile(TIMING_PATTERN)
+    out: dict[str, float] = {}
+    for stage, metrics in reports.items():
+        for key, v in sorted(metrics.items()):
+            if rx.search(key) and _number(v):
+                out[key if key.startswith(f"{stage}.") else f"{stage}.{key}"] = float(v)
+    return out
+
+
+def read_reports(named: Mapping[str, str | Path]) -> dict[str, dict[str, object]]:
+    """``{stage: flat metrics}`` from ``{stage: report file}``; a missing file is an error naming it."""
+    out = {}
+    for stage, path in named.items():
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the {stage} stage writes it (dvc repro {stage})")
+        out[stage] = json.loads(path.read_text())
+    return out
+
+
+def summarize(named: Mapping[str, str | Path]) -> tuple[dict[str, float], dict[str, float]]:
+    """(headline, timing) over the stage reports ``{stage: file}``."""
+    reports = read_reports(named)
+    merged: dict[str, object] = {}
+    for metrics in reports.values():
+        merged.update(metrics)
+    return headline(merged), timing(reports)
