@@ -1,14 +1,19 @@
 # Two commands: `make run` (whole pipeline on the embedded default) and `make test`.
-# Set-up is idempotent: .venv is created once, torch==2.13.0 (CPU wheel) first, then the
-# project with the versions locked in constraints.txt; `make test` adds the [test] extra
+# Set-up is idempotent: .venv is created once (Python 3.11+), torch==2.13.0 (CPU wheel) first,
+# then the project with the versions locked in constraints.txt; `make test` adds the [test] extra
 # (pytest, httpx, hypothesis, openai), `make bench` the [bench] extra (TRL), neither
-# needed to run the pipeline.
+# needed to run the pipeline. GPUs: the [gpu] extra (README).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
+VENDOR := .vendor
+TORCH_VERSION := 2.13.0
+# CPU wheels, so a machine with a normal index does not pull the CUDA build; pip still takes a
+# matching local wheel (find-links) first. TORCH_INDEX= (empty) uses pip's default index.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -17,28 +22,39 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test setup ablation bench screenshot help
+.PHONY: run test setup ablation compare bench screenshot help
 
 help:
 	@echo "make run   - set up (once) and run the whole pipeline: dvc repro"
 	@echo "make test  - set up (once) and run the test suite"
-	@echo "make ablation - queue and run SPD+APO (Plackett-Luce), pairwise DPO and several apo.beta, then compare"
+	@echo "make ablation - the default run, then queued arms: pairwise DPO and several apo.beta (SPD trained once), side by side"
+	@echo "make compare - every experiment of HEAD side by side (apo.beta, teacher weights, headline metrics); EXPS=\"a b\" picks some"
 	@echo "make screenshot - render reports/index.html in headless Chromium to reports/index.png"
 	@echo "make bench - benchmarks in bench/ (numbers go to bench/README.md)"
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "apodistill needs Python 3.11 or newer, $(PYTHON) is " + sys.version.split()[0] + ": make PYTHON=/path/to/python3.11")'
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VENV)/bin/python -m pip install -q --retries 2 --timeout 30 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION) \
+	  || { echo "WARNING: $(TORCH_INDEX) unreachable: torch from the default index (on Linux x86_64 PyPI's torch bundles CUDA, several GB)"; \
+	       $(VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION); }
 	$(VENV)/bin/python -m pip install -q -c constraints.txt -e .
 	@missing=""; command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	  command -v chromium >/dev/null || missing="$$missing chromium"; \
-	  if [ -n "$$missing" ]; then echo "installing system packages:$$missing (METEOR needs Java; Chromium renders reports)"; \
+	  command -v npm >/dev/null || missing="$$missing npm"; \
+	  if [ -n "$$missing" ]; then echo "installing system packages:$$missing (METEOR needs Java; Chromium renders reports; npm vendors chart assets)"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing) \
-	    || echo "WARNING: could not install$$missing: METEOR is reported as NaN and browser checks skip"; fi
+	    || echo "WARNING: could not install$$missing: METEOR is reported as NaN, browser checks skip, charts need the network"; fi
 	$(VENV)/bin/dvc config core.analytics false
+	@# Charts and Data Docs that open offline: Vega, Bootstrap & co. from npm into .vendor/, and a
+	@# `dvc plots show` template with Vega inlined (.dvc/config.local: plots.html_template).
+	($(VENV)/bin/python -m apodistill.offline fetch $(VENDOR) \
+	  && $(VENV)/bin/python -m apodistill.offline dvc-template $(VENDOR) $(VENDOR)/dvc_plots.html \
+	  && $(VENV)/bin/dvc config --local plots.html_template ../$(VENDOR)/dvc_plots.html) \
+	  || echo "WARNING: chart and Data Docs assets not vendored: those pages need the network"
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
@@ -60,18 +76,26 @@ bench: $(BENCH_STAMP)
 	python bench/teachers_throughput.py
 	python bench/teachers_hangs.py --json bench/teachers_hangs.json
 
-# Ablation (docs/evaluation.md): one queued experiment per arm, run one after another, then side by side.
-# "SPD only" is the spd.* columns of every row: the spd stage reads no apo.* param, so all rows share one SPD model.
+# Ablation (docs/evaluation.md): the default run (Plackett-Luce APO, beta 0.1) is the baseline
+# column; each other arm is a queued experiment run in a temp workspace one after another. They
+# change only apo.* params, so SPD, self-distillation and the teacher data come from the DVC
+# cache: SPD is trained once, by the `dvc repro`, for every arm. The MLflow runs of every arm
+# land in this repository's store; `apodistill store` counts them before and after.
 ABLATION_BETAS ?= 0.05 0.2 0.5
-ABLATION_KEEP ?= ^(Experiment|(.*:)?(apo\.loss|apo\.beta|(spd|apo|best_teacher|majority_vote)\.(pair_acc|acc)\.mean|apo\.vs_(spd|best_teacher)\.(pair_acc|acc)\.(diff|ci_low|ci_high)))$$
+ABLATION_EXPS := abl-pairwise $(foreach b,$(ABLATION_BETAS),abl-pl-beta-$(subst .,p,$(b)))
 
 ablation: $(STAMP)
-	-dvc exp remove abl-apo-pl abl-pairwise $(foreach b,$(ABLATION_BETAS),abl-pl-beta-$(subst .,p,$(b))) >/dev/null 2>&1
-	dvc exp run --queue -n abl-apo-pl -S apo.loss=plackett_luce -S apo.beta=0.1
+	dvc repro
+	apodistill store
+	-dvc exp remove $(ABLATION_EXPS) >/dev/null 2>&1
 	dvc exp run --queue -n abl-pairwise -S apo.loss=pairwise -S apo.beta=0.1
 	$(foreach b,$(ABLATION_BETAS),dvc exp run --queue -n abl-pl-beta-$(subst .,p,$(b)) -S apo.loss=plackett_luce -S apo.beta=$(b) &&) true
 	dvc exp run --run-all --jobs 1
-	dvc exp show --no-pager --md --drop '.*' --keep '$(ABLATION_KEEP)'
+	apodistill store
+	apodistill compare $(ABLATION_EXPS)
+
+compare: $(STAMP)
+	apodistill compare $(EXPS)
 
 screenshot: $(STAMP)
 	python -m apodistill.reporting.screenshot reports/index.html reports/index.png
