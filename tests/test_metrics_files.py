@@ -72,7 +72,7 @@ def test_compare_table_shows_beta_weights_headline_within_200_columns():
     rows = [{**_exp("", 0.1), "Experiment": None, "rev": "workspace", "typ": "workspace"},
             {**_exp("", 0.1), "Experiment": None, "rev": "4f2a9c1d", "typ": "baseline"},
             _exp("abl-pairwise", 0.1, **{"apo.loss": "pairwise"}), _exp("abl-pl-beta-0p05", 0.05),
-            _exp("abl-pl-beta-0p2", 0.2), _exp("abl-pl-beta-0p5", 0.5), _exp("w-sonnet-half", 0.1, sonnet=0.5)]
+            _exp("abl-pl-beta-0p2", 0.2), _exp("abl-pl-beta-0p5", 0.5), _exp("w-sonnet-half", 0.1, sonnet=0.5, **{"pairwise.acc.mean": "None"})]
     columns, fields = table_rows(rows)
     text = render(columns, fields, width=200)
     lines = text.splitlines()
@@ -83,5 +83,6 @@ def test_compare_table_shows_beta_weights_headline_within_200_columns():
     assert "data/benchmark" not in names and "Created" not in names
     assert names.index("apo.pair_acc.mean") < names.index("apo.acc.mean")
     assert dict(fields)["apo.beta"][3:6] == [".050", ".200", ".500"] and dict(fields)["teachers.weights.sonnet4"][-1] == ".500"
+    assert dict(fields)["pairwise.acc.mean"][-1] == "-" and dict(fields)["drift.flagged_teachers"][0] == "1"
     narrow = render(columns, fields, width=90)  # too many experiments for the width: a second block
     assert max(map(len, narrow.splitlines())) <= 90 and "" in narrow.splitlines()

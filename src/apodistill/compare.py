@@ -41,10 +41,14 @@ def _label(row: dict[str, Any]) -> str:
 
 
 def _fmt(v: Any) -> str:
-    if v is None or v == "":
+    """``.933`` for a score, ``1`` for a whole number, ``-`` where an experiment has no value
+    (dvc.api.exp_show gives missing values as None or the text 'None')."""
+    if v is None or v in ("", "None", "-", "!"):
         return "-"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
     if isinstance(v, float):
-        return f"{v:.3f}".replace("0.", ".", 1) if 0 <= abs(v) < 1 else f"{v:.4g}"
+        return f"{v:.3f}".replace("0.", ".", 1) if abs(v) < 1 else f"{v:.4g}"
     return str(v)
 
 
