@@ -20,17 +20,18 @@ _META = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
 
 
 def experiments(repo: str | None = None, names: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Rows of `dvc exp show` (workspace, baseline, experiments), filtered to ``names`` if given."""
+    """Rows of `dvc exp show` (workspace, baseline, experiments). With ``names``: the workspace
+    (the run the experiments are compared with, e.g. the default arm of `make ablation`) and
+    the named experiments, in that order."""
     import dvc.api
 
     rows = dvc.api.exp_show(repo=repo)
     if names:
-        wanted = set(names)
-        rows = [r for r in rows if r.get("Experiment") in wanted or r.get("rev") in wanted or r.get("typ") == "baseline"
-                and "baseline" in wanted]
-        missing = wanted - {r.get("Experiment") for r in rows} - {r.get("rev") for r in rows} - {"baseline"}
+        by_name = {r.get("Experiment") or r.get("rev"): r for r in rows}
+        missing = [n for n in names if n not in by_name]
         if missing:
-            raise KeyError(f"no experiment named {', '.join(sorted(missing))} (see `dvc exp list`)")
+            raise KeyError(f"no experiment named {', '.join(missing)} (see `dvc exp list`)")
+        rows = [r for r in rows if r.get("rev") == "workspace"] + [by_name[n] for n in names if n != "workspace"]
     return rows
 
 
