@@ -55,8 +55,14 @@ def headline_keys(keys: Iterable[str], patterns: Iterable[str] = HEADLINE_PATTER
     out: list[str] = []
     for pattern in patterns:
         rx = re.compile(pattern.replace("{primary}", primary).replace("{students}", "|".join(map(re.escape, students))))
-        out += [k for k in keys if k not in out and rx.search(k)]
+        out += sorted((k for k in keys if k not in out and rx.search(k)), key=_reading_order)
     return out
+
+
+def _reading_order(key: str) -> tuple[str, int, str]:
+    """``x.diff`` before ``x.ci_low`` before ``x.ci_high``; otherwise alphabetical."""
+    stem, _, last = key.rpartition(".")
+    return stem, {"diff": 0, "ci_low": 1, "ci_high": 2}.get(last, 3), last
 
 
 def headline(metrics: Mapping[str, object], patterns: Iterable[str] = HEADLINE_PATTERNS) -> dict[str, float]:
