@@ -11,8 +11,9 @@ TEST_STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 VENDOR := .vendor
 TORCH_VERSION := 2.13.0
-# CPU wheels, so a machine with a normal index does not pull the CUDA build; pip still takes a
-# matching local wheel (find-links) first. TORCH_INDEX= (empty) uses pip's default index.
+# CPU wheels, so a machine with a normal index does not pull the multi-GB CUDA build. Where that
+# index is unreachable (an offline mirror), pip's configured index is used: a local CPU wheel
+# where one is provided. TORCH_INDEX= (empty) always uses pip's configured index.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export GX_ANALYTICS_ENABLED := false
@@ -38,9 +39,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "apodistill needs Python 3.11 or newer, $(PYTHON) is " + sys.version.split()[0] + ": make PYTHON=/path/to/python3.11")'
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q --retries 2 --timeout 30 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==$(TORCH_VERSION) \
-	  || { echo "WARNING: $(TORCH_INDEX) unreachable: torch from the default index (on Linux x86_64 PyPI's torch bundles CUDA, several GB)"; \
-	       $(VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION); }
+	@if [ -n "$(TORCH_INDEX)" ] && $(VENV)/bin/python -c 'import urllib.request as u; u.urlopen("$(TORCH_INDEX)/torch/", timeout=15)' 2>/dev/null; then \
+	  echo "pip install torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX)"; \
+	  $(VENV)/bin/python -m pip install -q --index-url $(TORCH_INDEX) torch==$(TORCH_VERSION); \
+	else \
+	  echo "pip install torch==$(TORCH_VERSION) ($(or $(TORCH_INDEX),TORCH_INDEX unset) not reachable: pip's configured index; on a plain PyPI index, Linux x86_64 gets the CUDA build)"; \
+	  $(VENV)/bin/python -m pip install -q torch==$(TORCH_VERSION); \
+	fi
 	$(VENV)/bin/python -m pip install -q -c constraints.txt -e .
 	@missing=""; command -v java >/dev/null || missing="$$missing default-jre-headless"; \
 	  command -v chromium >/dev/null || missing="$$missing chromium"; \
