@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from apodistill import evaluate as ev
     from apodistill.data import resolve_image
     from apodistill.reporting import ReportInputs, systems_in_order, write_report
-    from apodistill.serving.card import training_setting
+    from apodistill.setting import training_setting
     from apodistill.student import load_student
     from apodistill.training.data import ImageStore, study_images, task_prompt
 

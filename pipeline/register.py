@@ -17,7 +17,8 @@ from pathlib import Path
 
 from apodistill.stage import Stage, stage_parser
 
-READS = ("base.findings", "evaluate.max_new_tokens", "register.model_name", "register.alias")
+READS = ("base.findings", "evaluate.max_new_tokens", "register.model_name", "register.alias",
+         "evaluate.split", "teachers", "self_distill", "apo")  # the last four: the card's training setting
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

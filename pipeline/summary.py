@@ -4,13 +4,16 @@
         --headline reports/headline.json --timing reports/timing.json
 
 Reads every stage's report (all its numbers) and writes the ~20 headline keys, chosen by
-pattern in `apodistill.reporting.metrics_files`, to the run's only DVC metrics file, and
-every `*_seconds` to --timing. Reads no params; runs in well under a second.
+pattern in `apodistill.headline`, to the run's only DVC metrics file, and every
+`*_seconds` to --timing. Reads no params and logs no MLflow run (each stage logged its own);
+runs in well under a second.
 """
 
 from __future__ import annotations
 
 import argparse
+
+READS = ()  # no params: its inputs are the stage reports
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,16 +32,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --report takes STAGE=FILE, got {args.report}")
         return 2
 
-    from apodistill.reporting.metrics_files import summarize
-    from apodistill.stage import write_metrics
+    from apodistill.headline import summarize, write
 
     try:
         head, timing = summarize(named)
     except FileNotFoundError as err:
         print(f"error: {err}")
         return 2
-    write_metrics(args.headline, head, sort=False)
-    write_metrics(args.timing, timing)
+    write(args.headline, head)
+    write(args.timing, timing, sort=True)
     print(f"summary: {len(head)} headline metrics -> {args.headline}, {len(timing)} timings -> {args.timing}")
     return 0
 

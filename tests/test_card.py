@@ -7,7 +7,8 @@ from pathlib import Path
 import yaml
 
 from apodistill.config import load_params
-from apodistill.serving.card import model_card, training_setting
+from apodistill.serving.card import model_card
+from apodistill.setting import training_setting
 
 ROOT = Path(__file__).resolve().parents[1]
 

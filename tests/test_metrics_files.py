@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from apodistill.compare import render, table_rows
-from apodistill.reporting.metrics_files import headline, summarize, timing
+from apodistill.headline import headline, summarize, timing
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = ("spd", "apo", "pairwise", "majority_vote", "best_teacher")

@@ -119,8 +119,9 @@ def test_outside_a_repository_says_where_it_looked_and_creates_no_store(tmp_path
     assert f"looked for dvc.yaml and .dvc/ in {tmp_path}" in " ".join(r.output.split())
     bare = _make_repo(tmp_path / "bare")  # a repository that has never run the pipeline
     monkeypatch.chdir(bare)
-    r = CliRunner().invoke(app, ["promote"])
-    assert r.exit_code == 2 and f"no MLflow store at {bare / STORE_FILE}" in " ".join(r.output.split())
+    for args in (["predict", str(tmp_path / "cxr.png")], ["store"]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and f"no MLflow store at {bare / STORE_FILE}" in " ".join(r.output.split()), args
     assert not list(tmp_path.rglob(STORE_FILE))
 
 

@@ -4,7 +4,7 @@
 This table is turned on its side: one column per experiment (workspace, baseline and each
 `dvc exp`), one row per field. The rows are APO's loss and beta, the teacher weights, any
 other param that differs between the shown experiments, then the headline metrics (the
-summary stage's `reports/headline.json`, chosen by :mod:`apodistill.reporting.metrics_files`).
+summary stage's `reports/headline.json`, chosen by :mod:`apodistill.headline`).
 Columns that do not fit the width go into a second block below the first.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Sequence
 
-from apodistill.reporting.metrics_files import headline_keys
+from apodistill.headline import headline_keys
 
 ALWAYS = (r"^apo\.loss$", r"^apo\.beta$", r"^teachers\.weights(\.\w+)?$")
 _META = {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}

@@ -36,7 +36,7 @@ class ReportInputs:
     reports: dict[str, str]  # study id -> reference report
     examples: int
     provenance: dict | None = None
-    setting: list[tuple[str, str]] = field(default_factory=list)  # training setting (serving.card.training_setting)
+    setting: list[tuple[str, str]] = field(default_factory=list)  # training setting (apodistill.setting.training_setting)
     compare: tuple[str, str] = ("apo", "spd")  # the two students whose disagreements are shown
 
 

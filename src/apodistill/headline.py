@@ -1,5 +1,7 @@
 """Which numbers `dvc exp show` shows: the headline, about twenty, out of ~600.
 
+Standard library only, so the `summary` stage's dvc.yaml deps are this file alone.
+
 Every stage writes all its numbers to its own report file (``reports/<stage>.json``,
 ``reports/metrics.json`` for evaluate): the detail, read by people, MLflow and the
 register stage, but not declared as DVC metrics, so `dvc exp show` does not expand it.
@@ -91,6 +93,14 @@ def read_reports(named: Mapping[str, str | Path]) -> dict[str, dict[str, object]
             raise FileNotFoundError(f"{path} not found: the {stage} stage writes it (dvc repro {stage})")
         out[stage] = json.loads(path.read_text())
     return out
+
+
+def write(path: str | Path, numbers: Mapping[str, float], sort: bool = False) -> Path:
+    """Flat JSON; the given order unless ``sort`` (`dvc exp show` keeps the headline's order)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(numbers), indent=2, sort_keys=sort) + "\n")
+    return path
 
 
 def summarize(named: Mapping[str, str | Path]) -> tuple[dict[str, float], dict[str, float]]:
