@@ -49,13 +49,13 @@ def test_headline_of_the_committed_run_and_timing_file(tmp_path):
     spec = importlib.util.spec_from_file_location("summary_stage", ROOT / "pipeline" / "summary.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
-    reports = ["--report", f"validate={ROOT / 'reports/validate.json'}", "--report", f"spd={ROOT / 'reports/spd.json'}",
+    reports = ["--params", str(ROOT / "params.yaml"), "--no-mlflow", "--report", f"validate={ROOT / 'reports/validate.json'}", "--report", f"spd={ROOT / 'reports/spd.json'}",
                "--report", f"apo={ROOT / 'reports/apo.json'}", "--report", f"evaluate={ROOT / 'reports/metrics.json'}"]
     assert stage.main([*reports, "--headline", str(tmp_path / "h.json"), "--timing", str(tmp_path / "t.json")]) == 0
     head, times = json.loads((tmp_path / "h.json").read_text()), json.loads((tmp_path / "t.json").read_text())
     assert list(head)[0] == "apo.acc.mean" and "apo.vs_spd.acc.ci_low" in head and len(head) <= 20
     assert times["spd.train_seconds"] > 0 and "apo.apo_pairwise.train_seconds" in times
-    assert stage.main(["--report", "spd=nowhere.json", "--headline", "h", "--timing", "t"]) == 2
+    assert stage.main([*reports[:3], "--report", "spd=nowhere.json", "--headline", "h", "--timing", "t"]) == 2
     assert summarize({"x": ROOT / "reports/spd.json"})[1] == timing({"x": json.loads((ROOT / "reports/spd.json").read_text())})
 
 

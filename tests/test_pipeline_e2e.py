@@ -203,8 +203,8 @@ def test_queued_experiment_reuses_spd_and_logs_to_the_repository_store(repo):
     r = _run(["dvc", "exp", "run", "--run-all", "--jobs", "1"], dst, env)
     after = _runs_by_experiment(dst, env)
     assert "smoke-beta" not in before
-    assert sorted(after.get("smoke-beta", [])) == ["apo", "evaluate", "register"], (after, r.stdout[-3000:])
-    assert sum(map(len, after.values())) == sum(map(len, before.values())) + 3
+    assert sorted(after.get("smoke-beta", [])) == ["apo", "evaluate", "register", "summary"], (after, r.stdout[-3000:])
+    assert sum(map(len, after.values())) == sum(map(len, before.values())) + 4
     assert not list((dst / ".dvc" / "tmp").rglob("mlflow.db"))  # no store left behind in a temp workspace
     table = _run([sys.executable, "-m", "apodistill.cli", "compare", "smoke-beta"], dst, env).stdout
     beta = next(line.split() for line in table.splitlines() if line.startswith("apo.beta "))
