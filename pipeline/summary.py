@@ -1,12 +1,14 @@
-"""Stage `summary`: the headline numbers of a run for `dvc exp show`, and its timings apart.
+"""Stage `summary`: the headline numbers of a run, the only thing `dvc exp show` lists.
 
-    python pipeline/summary.py --params params.yaml --report fetch=reports/fetch.json ... \\
-        --report evaluate=reports/metrics.json --headline reports/headline.json --timing reports/timing.json
+    python pipeline/summary.py --params params.yaml --report validate=reports/validate.json \\
+        --report self_distill=reports/self_distill.json --report evaluate=reports/metrics.json \\
+        --headline reports/headline.json
 
-Reads every stage's report (all its numbers) and writes the ~20 headline keys, chosen by
-pattern in `apodistill.headline`, to the run's only DVC metrics file (in that order, which
-`dvc exp show` keeps), and every `*_seconds` to --timing. The headline also goes to MLflow,
-so each experiment's run list ends with its summary. Reads no params; about a second.
+Reads the stage reports that hold results (no timings: a rerun that computes the same
+results leaves them byte-identical, so this stage does not rerun) and writes the ~20
+headline keys, chosen by pattern in `apodistill.headline`, to the run's only DVC metrics
+file, in that order (which `dvc exp show` keeps). The headline also goes to MLflow, so each
+experiment's run list ends with its summary. Reads no params; about a second.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--report", action="append", required=True, metavar="STAGE=FILE",
                     help="a stage's report JSON (flat keys); repeat for every stage")
     ap.add_argument("--headline", required=True, help="headline metrics JSON to write (the DVC metrics file)")
-    ap.add_argument("--timing", required=True, help="timings JSON to write (<stage>.<key>_seconds)")
     return ap.parse_args(argv)
 
 
@@ -39,14 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     from apodistill.headline import summarize, write
 
     try:
-        head, timing = summarize(named)
+        head = summarize(named)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     write(args.headline, head)
-    write(args.timing, timing, sort=True)
     st.finish(head)
-    print(f"summary: {len(head)} headline metrics -> {args.headline}, {len(timing)} timings -> {args.timing}")
+    print(f"summary: {len(head)} headline metrics -> {args.headline}")
     return 0
 
 

@@ -68,13 +68,14 @@ def repo(tmp_path_factory):
     return dst, env
 
 
-def test_headline_metrics_and_timing_apart(repo):
-    """The only DVC metrics file is the summary stage's ~20 headline keys; timings have their own file."""
+def test_headline_is_the_only_dvc_metrics_file(repo):
+    """The only DVC metrics file is the summary stage's ~20 headline keys: no per-teacher keys,
+    no timings (wall times are in each stage's sidecar)."""
     dst, env = repo
     head = json.loads((dst / "reports" / "headline.json").read_text())
     assert list(head)[0] == "apo.acc.mean" and "apo.vs_spd.acc.ci_low" in head and 8 <= len(head) <= 25
     assert not [k for k in head if "seconds" in k or k.startswith("teacher.")]
-    assert json.loads((dst / "reports" / "timing.json").read_text())["spd.train_seconds"] > 0
+    assert json.loads((dst / "reports" / "provenance" / "spd.json").read_text())["wall_seconds"] > 0
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], dst, env).stdout)
     files = {f for rev in shown.values() for f in rev.get("data", {})}
     assert files == {"reports/headline.json"}, files

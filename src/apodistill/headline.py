@@ -1,19 +1,20 @@
 """Which numbers `dvc exp show` shows: the headline, about twenty, out of ~600.
 
-Standard library only, so the `summary` stage's dvc.yaml deps are this file alone.
-
 Every stage writes all its numbers to its own report file (``reports/<stage>.json``,
 ``reports/metrics.json`` for evaluate): the detail, read by people, MLflow and the
 register stage, but not declared as DVC metrics, so `dvc exp show` does not expand it.
-The `summary` stage then picks the headline out of those files into the one DVC metrics
-file, and the timings (every ``*_seconds``) into a file of their own, so that
-`dvc exp show --only-changed` is led by results, not by how long a stage took.
+The `summary` stage picks the headline out of the reports that hold results into the one
+DVC metrics file, ``reports/headline.json``. Timings stay out of it: each stage's wall time
+is in its provenance sidecar (``reports/provenance/<stage>.json``, ``wall_seconds``) and its
+MLflow run, so `dvc exp show --only-changed` is led by results, not by how long a stage took.
+Standard library only, so the summary stage's code deps are small.
 
 The headline is chosen by key pattern, not by a list of today's keys, so a new system, a
 new consensus method or a new student finds its way into it:
 
 - pair accuracy (MS-CXR-T prior/current, the paper's headline) and single-study accuracy
-  of every system (``teacher.<name>.*``, one level deeper, stays in the detail) (``<system>.pair_acc.mean``, ``<system>.acc.mean``);
+  of every system (``<system>.pair_acc.mean``, ``<system>.acc.mean``; ``teacher.<name>.*``,
+  one level deeper, stays in the detail);
 - APO against SPD-only with its paired-bootstrap interval, and against the best teacher,
   on pairs when the run has them (else single studies);
 - consensus accuracy (``consensus.*acc*``, ``self_distill.*acc*``);
@@ -42,7 +43,6 @@ HEADLINE_PATTERNS: tuple[str, ...] = (
     r"^drift\.flagged_teachers$",
     r"^quarantine\.fraction$",
 )
-TIMING_PATTERN = r"(^|[._])\w*seconds$"
 
 
 def _number(v: object) -> bool:
@@ -73,17 +73,6 @@ def headline(metrics: Mapping[str, object], patterns: Iterable[str] = HEADLINE_P
     return {k: round(numbers[k], 4) for k in headline_keys(numbers, patterns)}
 
 
-def timing(reports: Mapping[str, Mapping[str, object]]) -> dict[str, float]:
-    """Every ``*_seconds`` number of every stage report, keyed ``<stage>.<key>``."""
-    rx = re.compile(TIMING_PATTERN)
-    out: dict[str, float] = {}
-    for stage, metrics in reports.items():
-        for key, v in sorted(metrics.items()):
-            if rx.search(key) and _number(v):
-                out[key if key.startswith(f"{stage}.") else f"{stage}.{key}"] = float(v)
-    return out
-
-
 def read_reports(named: Mapping[str, str | Path]) -> dict[str, dict[str, object]]:
     """``{stage: flat metrics}`` from ``{stage: report file}``; a missing file is an error naming it."""
     out = {}
@@ -95,18 +84,17 @@ def read_reports(named: Mapping[str, str | Path]) -> dict[str, dict[str, object]
     return out
 
 
-def write(path: str | Path, numbers: Mapping[str, float], sort: bool = False) -> Path:
-    """Flat JSON; the given order unless ``sort`` (`dvc exp show` keeps the headline's order)."""
+def write(path: str | Path, numbers: Mapping[str, float]) -> Path:
+    """Flat JSON in the given order (`dvc exp show` keeps it for its columns)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(numbers), indent=2, sort_keys=sort) + "\n")
+    path.write_text(json.dumps(dict(numbers), indent=2) + "\n")
     return path
 
 
-def summarize(named: Mapping[str, str | Path]) -> tuple[dict[str, float], dict[str, float]]:
-    """(headline, timing) over the stage reports ``{stage: file}``."""
-    reports = read_reports(named)
+def summarize(named: Mapping[str, str | Path]) -> dict[str, float]:
+    """The headline over the stage reports ``{stage: file}`` (later files win a shared key)."""
     merged: dict[str, object] = {}
-    for metrics in reports.values():
+    for metrics in read_reports(named).values():
         merged.update(metrics)
-    return headline(merged), timing(reports)
+    return headline(merged)
