@@ -138,8 +138,8 @@ def _lung_geometry(p: Patient, c: _Canvas, sides_raise: dict[int, float]):
     return out
 
 
-def render(p: Patient, sev: dict[str, float], size: int, rng: np.random.Generator) -> np.ndarray:
-    """Render one study as a float image in [0, 1]; ``sev`` maps finding -> severity."""
+def render(p: Patient, sev: dict[str, float], size: int, rng: np.random.Generator, noise: float = 0.018) -> np.ndarray:
+    """Render one study as a float image in [0, 1]; ``sev`` maps finding -> severity, ``noise`` is the film's grain (sd)."""
     s_ = lambda f: float(np.clip(sev.get(f, 0.0) or 0.0, 0.0, 1.0))  # noqa: E731
     coords = (np.arange(size) + 0.5) / size * 2 - 1
     # small per-study positioning jitter: the patient never stands twice the same way
@@ -168,18 +168,18 @@ def render(p: Patient, sev: dict[str, float], size: int, rng: np.random.Generato
         wing = sum(
             np.exp(-(((x - s * 0.3) / (0.2 + 0.15 * e)) ** 2 + ((y + 0.02) / (0.3 + 0.1 * e)) ** 2)) for s in (-1, 1)
         )
-        c.blend(lung_mask * wing, SOFT_TISSUE, 0.45 + 0.4 * e)  # faint haze is learned last: keep it clear
+        c.blend(lung_mask * wing, SOFT_TISSUE, 0.3 + 0.6 * e)  # faint haze is learned last: keep it clear; levels differ by density
 
     # pneumonia: 2-6 fuzzy mottled patches, more and denser as severity grows
     pn = s_("pneumonia")
     if pn > 0:
-        n = 2 + int(round(4 * pn))
+        n = 1 + int(round(5.5 * pn))  # small 3, moderate 4, large 6 patches: the count tells the level
         patches = np.zeros_like(x)
         for side, v0, u0 in p.pneumonia_spots[:n]:
             g = lungs[int(side)]
             cy = g["apex"] + v0 * (g["base"] - g["apex"])
             cx = side * (p.lung_medial + u0 * (p.lung_lateral - p.lung_medial))
-            r = 0.1 + 0.05 * pn
+            r = 0.08 + 0.08 * pn
             d2 = ((x - cx) ** 2 + (y - cy) ** 2) / r**2
             patches = np.maximum(patches, _sig(1 - d2, 0.25))
         mottle = 0.8 + 0.1 * np.cos(np.pi * (17 * x + 9 * y)) + 0.1 * np.cos(np.pi * (-7 * x + 15 * y) + 2.0)
@@ -190,7 +190,7 @@ def render(p: Patient, sev: dict[str, float], size: int, rng: np.random.Generato
     if co > 0:
         g = lungs[p.consolidation_side]
         z0, z1 = p.consolidation_zone
-        extent = 0.5 + 0.5 * co
+        extent = 0.2 + 0.8 * co  # a third, two thirds or all of the lobe
         top, bottom = z0, z0 + (z1 - z0) * extent
         if z0 > 0.3:  # lower lobes grow upwards from the base
             top, bottom = z1 - (z1 - z0) * extent, z1 + 0.1
@@ -220,7 +220,7 @@ def render(p: Patient, sev: dict[str, float], size: int, rng: np.random.Generato
     if pt > 0:
         g = lungs[p.pneumothorax_side]
         s = p.pneumothorax_side
-        width = (0.28 + 0.37 * pt) * (g["lateral"] - p.lung_medial)  # >= ~5 px at 64 px: learnable
+        width = (0.18 + 0.55 * pt) * (g["lateral"] - p.lung_medial)  # >= ~5 px at 64 px from the small level up; levels differ by ~5 px
         reach = 0.6 + 0.35 * pt  # how far down the band goes (lung-height fraction)
         taper = np.clip((reach - g["v"]) / 0.25, 0, 1)
         edge = g["lateral"] - width * taper
@@ -263,8 +263,7 @@ def render(p: Patient, sev: dict[str, float], size: int, rng: np.random.Generato
             wire = np.exp(-(((y - path_y) / (1.0 * c.eps)) ** 2)) * _sig(x - 0.04, c.eps) * _sig(0.75 - x, c.eps)
             c.blend(wire, 0.92)
 
-    noise = rng.normal(0, 0.018, x.shape)
-    img = c.img + noise
+    img = c.img + rng.normal(0, noise, x.shape)
     gamma = rng.uniform(0.9, 1.1)
     return np.clip(img, 0, 1) ** gamma
 

@@ -28,37 +28,48 @@ ACUTE = ("pleural_effusion", "consolidation", "pneumonia", "pneumothorax", "edem
 # Probability that a finding is present at the first study / appears between studies.
 START_P = 0.3
 ONSET_P = 0.16
-# Steps between studies (severity units); >= 0.2 keeps a change visible at 64 px.
-STEP = (0.2, 0.45)
-MIN_SEVERITY = 0.25  # a present finding is at least this severe (visible)
+# A present finding sits at one of three severity levels (small / moderate / large, the words
+# reports and reasoning use), with a little jitter. Why levels and not a continuum: whether a
+# finding grew is then a question a reader (and a 64 px student) can answer by naming its size
+# on each film, and every change between studies is a whole level (0.3), far above the
+# "stable" threshold, so a pair's class never hangs on an invisible difference.
+LEVELS = (0.3, 0.6, 0.9)
+JITTER = 0.04
+MOVES = (0.42, 0.33, 0.25)  # improving / stable / worsening for a present acute finding
 CHANGE_THRESHOLD = 0.15  # |delta severity| below this is "stable"
+NOISE_SD = (0.012, 0.04)  # per-film noise: some films are grainier, and findings on them harder to see
+
+
+def level_of(severity: float) -> int:
+    """0 absent, 1 small, 2 moderate, 3 large."""
+    return 0 if severity <= 0 else 1 + int(np.argmin([abs(severity - v) for v in LEVELS]))
+
+
+def _at(level: int, rng: np.random.Generator) -> float:
+    return 0.0 if level == 0 else float(np.clip(LEVELS[level - 1] + rng.uniform(-JITTER, JITTER), 0.2, 1.0))
 
 
 def _evolve_acute(s: float, rng: np.random.Generator) -> float:
-    if s == 0:
-        return float(rng.uniform(0.3, 0.7)) if rng.random() < ONSET_P else 0.0
-    move = rng.choice(["improving", "stable", "worsening"], p=[0.42, 0.33, 0.25])
-    if move == "worsening" and s > 1 - STEP[0]:
+    k = level_of(s)
+    if k == 0:
+        return _at(int(rng.integers(1, 3)), rng) if rng.random() < ONSET_P else 0.0
+    move = rng.choice(["improving", "stable", "worsening"], p=MOVES)
+    if move == "worsening" and k == 3:
         move = "stable"
-    if move == "stable":
-        return float(np.clip(s + rng.uniform(-0.05, 0.05), MIN_SEVERITY, 1.0))
-    step = rng.uniform(*STEP)
-    if move == "worsening":
-        return float(min(1.0, s + step))
-    return 0.0 if s - step < MIN_SEVERITY else float(s - step)
+    return _at(k + {"improving": -1, "stable": 0, "worsening": 1}[move], rng)
 
 
 def simulate_series(n_studies: int, rng: np.random.Generator) -> list[dict[str, float]]:
     """Severities of every rendered finding for one patient's consecutive studies."""
-    first = {f: float(rng.uniform(MIN_SEVERITY, 0.9)) if rng.random() < START_P else 0.0 for f in ACUTE}
-    first["cardiomegaly"] = float(rng.uniform(0.35, 1.0)) if rng.random() < START_P else 0.0
+    first = {f: _at(int(rng.integers(1, 4)), rng) if rng.random() < START_P else 0.0 for f in ACUTE}
+    first["cardiomegaly"] = _at(int(rng.integers(1, 4)), rng) if rng.random() < START_P else 0.0
     first["support_devices"] = 1.0 if rng.random() < START_P else 0.0
     series = [first]
     for _ in range(n_studies - 1):
         prev = series[-1]
         nxt = {f: _evolve_acute(prev[f], rng) for f in ACUTE}
         c = prev["cardiomegaly"]
-        nxt["cardiomegaly"] = float(np.clip(c + rng.uniform(-0.05, 0.05), MIN_SEVERITY, 1.0)) if c else 0.0
+        nxt["cardiomegaly"] = _at(level_of(c), rng) if c else 0.0
         nxt["support_devices"] = 1.0 - prev["support_devices"] if rng.random() < 0.25 else prev["support_devices"]
         series.append(nxt)
     return series
@@ -92,10 +103,12 @@ def _patient_rows(i: int, cfg, seed: int) -> tuple[Patient, list[dict]]:
     )
     pid = f"P{i:05d}"
     day = float(rng.uniform(0, 720))
+    anatomy = patient_features(patient, places)
     rows = []
     for k, sev in enumerate(series):
         srng = np.random.default_rng([seed, i, k, 7])
         hedged = {f: bool(0 < s < 0.4 and srng.random() < cfg.hedge_fraction) for f, s in sev.items()}
+        noise = float(srng.uniform(*NOISE_SD))
         prior = series[k - 1] if k else None
         report = write_report(sev, hedged, places, prior, srng)
         sid = f"{pid}-S{k}"
@@ -109,6 +122,8 @@ def _patient_rows(i: int, cfg, seed: int) -> tuple[Patient, list[dict]]:
             "_day": day,
             **{f"label_{f}": v for f, v in labels_from(sev, hedged).items()},
             **{f"severity_{f}": float(sev.get(f, 0.0)) for f in CHEXPERT_14},
+            **anatomy,
+            "image_noise": noise,
         }
         rows.append(row)
         day += float(rng.uniform(3, 60))
@@ -136,9 +151,52 @@ def build_synthetic(params, out_dir: Path) -> SourceTables:
     for row in tqdm(studies.itertuples(), total=len(studies), desc="render", unit="img", mininterval=2):
         i, patient = patients[row.patient_id]
         sev = {f: getattr(row, f"severity_{f}") for f in ("pleural_effusion", "consolidation", "pneumonia", "pneumothorax", "edema", "cardiomegaly", "atelectasis", "support_devices")}
-        img = render(patient, sev, cfg.image_size, np.random.default_rng([seed, i, row.study_index, 11]))
+        img = render(patient, sev, cfg.image_size, np.random.default_rng([seed, i, row.study_index, 11]), noise=row.image_noise)
         path = out_dir / row.image_path
         path.parent.mkdir(parents=True, exist_ok=True)
         to_pil(img).save(path, format="PNG")
     studies = finish_tables(studies)
-    return SourceTables(studies=studies, pairs=pairs_from_studies(studies, CHANGE_THRESHOLD))
+    return SourceTables(studies=studies, pairs=with_pair_features(pairs_from_studies(studies, CHANGE_THRESHOLD), studies))
+
+
+# What the simulated teachers and the faithfulness metrics may know about an image beyond its
+# labels (synthetic only): where each finding sits, how noisy the film is, every severity.
+SIDED = ("pleural_effusion", "consolidation", "pneumothorax", "atelectasis")
+
+
+def patient_features(patient: Patient, places: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Side of each sided finding (left / right / bilateral, the patient's side) and the consolidated zone."""
+    out = {f"side_{f}": places[f]["side"] for f in SIDED}
+    out.update({"side_pneumonia": "bilateral", "side_edema": "bilateral"})
+    out["zone_consolidation"] = places["consolidation"]["zone"]
+    return out
+
+
+def with_pair_features(pairs: pd.DataFrame, studies: pd.DataFrame) -> pd.DataFrame:
+    """Prior and current severities (and the current film's noise) beside each pair."""
+    sev = [c for c in studies.columns if c.startswith("severity_")]
+    by_id = studies.set_index("study_id")
+    out = pairs.copy()
+    for when, col in (("prior", "prior_study_id"), ("current", "current_study_id")):
+        part = by_id.loc[out[col], sev + ["image_noise"]].reset_index(drop=True)
+        part.columns = [f"{when}_{c}" for c in part.columns]
+        out = pd.concat([out.reset_index(drop=True), part], axis=1)
+    sides = [c for c in studies.columns if c.startswith(("side_", "zone_"))]
+    return pd.concat([out, by_id.loc[out["current_study_id"], sides].reset_index(drop=True)], axis=1)
+
+
+def reference_population(n_patients: int = 1500, studies_per_patient: int = 3, seed: int = 20260601) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Studies and pairs drawn from the generator without rendering (no images, no splits).
+
+    The simulated teachers calibrate their error rates on this fixed population, so an
+    answer depends only on its own study, never on which other studies are in the run.
+    """
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(studies_per_patient=studies_per_patient, hedge_fraction=0.15)
+    rows = [r for i in range(n_patients) for r in _patient_rows(i, cfg, seed)[1]]
+    studies = pd.DataFrame(rows).drop(columns="_day")
+    studies["split"] = "train"
+    studies = finish_tables(studies)
+    pairs = with_pair_features(pairs_from_studies(studies, CHANGE_THRESHOLD), studies)
+    return studies, pairs
