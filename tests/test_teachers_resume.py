@@ -43,6 +43,8 @@ def test_sigkill_midway_then_resume(tmp_path):
         params["teachers"]["roster"] = [{"name": "remote", "backend": "openai", "model": "m", "base_url": server.url,
                                          "api_key_env": KEY_ENV, "concurrency": 4, "rpm": 60000, "backoff_s": 0.02}]
         params["teachers"]["weights"] = "auto"
+        params["teachers"]["tasks"] = ["single"]  # one request per study: the counts below are studies
+        params["control"]["enabled"] = False
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
         proc = subprocess.Popen(_stage(tmp_path), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

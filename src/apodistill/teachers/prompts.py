@@ -64,10 +64,27 @@ def _num(v) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
+_FEATURE_PREFIXES = ("severity_", "prior_severity_", "current_severity_", "image_noise", "current_image_noise")
+
+
+def _features(row: dict) -> dict:
+    """What the image shows beyond its labels, where the benchmark knows it (synthetic):
+    every severity, the film's grain, each finding's side and the consolidated zone. The
+    simulated backend's errors and reasoning read it; real backends never see it."""
+    out: dict = {}
+    for k, v in row.items():
+        if k.startswith(_FEATURE_PREFIXES) and _num(v) is not None and v != 0:
+            out[k] = round(float(v), 4)
+        elif k.startswith(("side_", "zone_")) and isinstance(v, str) and v:
+            out[k] = v
+    return out
+
+
 def _single_truth(row: dict, findings) -> dict:
     return {
         "label": {f: _num(row.get(f"label_{f}")) for f in findings},
         "severity": {f: _num(row.get(f"severity_{f}")) for f in findings if f"severity_{f}" in row},
+        "features": _features(row),
     }
 
 
@@ -76,7 +93,7 @@ def _pair_truth(row: dict, findings) -> dict:
     for f in findings:
         v = row.get(f"progression_{f}")
         prog[f] = v if isinstance(v, str) else None
-    return {"progression": prog}
+    return {"progression": prog, "features": _features(row)}
 
 
 def prevalence(studies: pd.DataFrame, findings) -> dict[str, float]:

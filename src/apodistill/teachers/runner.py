@@ -94,6 +94,8 @@ def _table_for(bench: Benchmark, task: str) -> tuple[pd.DataFrame, int]:
         bad = t["image_path"].astype(str).isin(bench.quarantined)
     else:
         t = bench.pairs
+        if t.empty:  # one study per patient: no pairs to ask about
+            return t, 0
         bad = t["prior_image_path"].astype(str).isin(bench.quarantined) | t["current_image_path"].astype(str).isin(bench.quarantined)
     return t[~bad].reset_index(drop=True), int(bad.sum())
 
@@ -104,7 +106,7 @@ def _images_to_send(bench: Benchmark, tasks: list[str]) -> list[str]:
     for task in tasks:
         table, _ = _table_for(bench, task)
         cols = ("image_path",) if task == "single" else ("prior_image_path", "current_image_path")
-        paths += [str(resolve_image(bench.folder, p)) for c in cols for p in table[c].astype(str)]
+        paths += [str(resolve_image(bench.folder, p)) for c in cols if c in table for p in table[c].astype(str)]
     return paths
 
 

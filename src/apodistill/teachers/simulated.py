@@ -1,10 +1,13 @@
 """``simulated`` backend: calibrated, drifting, stylised teachers that need no network.
 
-It reads the study's ground truth (``label_*``, ``severity_*``, ``progression_*``) and
-answers like the profile in :mod:`apodistill.teachers.profiles` would: right with the
-calibrated probability, wrong in the profile's systematic direction, in the profile's
-style (refusals, hedges, hallucinations, broken format, verbosity). Every draw is a pure
-function of (base.seed, teacher, record), so a rerun gives the same text byte for byte.
+It reads what the benchmark knows about the study (``label_*``, ``progression_*`` and, on the
+synthetic benchmark, every severity, the film's grain and each finding's side) and answers
+like the profile in :mod:`apodistill.teachers.profiles` would: wrong with a probability that
+depends on what the image shows and on the profile's named biases, calibrated to the
+profile's accuracy; in the profile's style (refusals, hedges, hallucinations, broken format,
+verbosity). Its reasoning states what it answered, with the true side and size where it saw a
+finding. Every draw is a pure function of (base.seed, teacher, record), so a rerun gives the
+same text byte for byte.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from apodistill.findings import CHEXPERT_14, PAIR_VALUES, display, format_trajectory
+from apodistill.findings import PAIR_VALUES, display, format_trajectory
 from apodistill.teachers import phrases
 from apodistill.teachers.backends import BACKENDS, Backend, Request, Result, RunContext, Sink
-from apodistill.teachers.profiles import Profile, get_profile, sens_spec, window_start
+from apodistill.teachers.profiles import Profile, error_logit, get_profile, intercepts, sigmoid
 
 _IMAGE_TOKENS = 256  # what a 2x2-merged ViT charges for one image, roughly
 _BREAKS = ("no_think_close", "no_answer", "no_answer_close", "bad_line")
+SIMULATOR_VERSION = 2  # part of every cache key: a new error model never reuses old answers
 
 
 def _hash_int(*parts: Any) -> int:
@@ -29,22 +33,10 @@ def _hash_int(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-_PRIMES = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43)
-
-
-def shared_difficulty(seed: int, req: Request, finding: str) -> float:
-    """u in [0, 1): how hard this finding is on this record, the same for every teacher.
-
-    A Weyl sequence over the stream (stream_index * frac(sqrt(p)) + a seeded shift, one prime
-    p per finding) rather than a hash: its points fill [0, 1) evenly over any stretch of the
-    stream, so a teacher's error count over n records is its error rate times n up to a few
-    records (an i.i.d. draw would add a sqrt(n) binomial spread), and irrational steps that
-    differ per finding keep findings independent of each other.
-    """
-    p = _PRIMES[CHEXPERT_14.index(finding)] if finding in CHEXPERT_14 else 47
-    step = math.sqrt(p) % 1.0
-    shift = _hash_int(seed, "u", req.task, finding) / 2**64
-    return (req.stream_index * step + shift) % 1.0
+def shared_latent(seed: int, req: Request, finding: str) -> float:
+    """N(0, 1) per (image or pair, finding), the same for every teacher: how ambiguous this
+    film is for this finding. Teachers err together where it is high."""
+    return float(np.random.default_rng(_hash_int(seed, "latent", req.task, req.study_id, req.prior_study_id, finding)).normal())
 
 
 def truth_single(label: float | None) -> bool:
@@ -67,38 +59,51 @@ def conditioned_value(task: str, req: Request, finding: str) -> str:
     return "yes" if truth_single(label) else "no"
 
 
-def blind_answers(profile: Profile, req: Request, ctx: RunContext, rng: np.random.Generator) -> dict[str, str]:
-    """One answer per finding: wrong when the jittered shared difficulty hits the error window."""
-    phase = profile.phase(req.post_drift)
+def _wrong_pair(truth: str, preferred: str, named: bool, rng: np.random.Generator) -> str:
+    """A wrong class: a named miss says stable; otherwise the profile's preferred class, or a neighbour."""
+    if named and truth != "stable":
+        return "stable"
+    if preferred != truth and rng.random() < 0.6:
+        return preferred
+    if truth == "stable":
+        return ("improving", "worsening")[int(rng.random() < 0.5)]
+    return "stable" if rng.random() < 0.6 else ("improving" if truth == "worsening" else "worsening")
+
+
+def blind_answers(profile: Profile, req: Request, ctx: RunContext, rng: np.random.Generator) -> tuple[dict[str, str], dict[str, bool]]:
+    """One answer per finding and whether the teacher *saw* it (a right answer about a present
+    finding or change: its reasoning then states the true side and size)."""
+    post = bool(req.post_drift and profile.after is not None)
+    phase = profile.phase(post)
+    x = req.truth.get("features", {})
     out: dict[str, str] = {}
+    saw: dict[str, bool] = {}
     for f in ctx.findings:
-        u = (shared_difficulty(ctx.seed, req, f) + rng.normal(0.0, profile.jitter)) % 1.0
-        hit = (u - window_start(profile, f)) % 1.0
-        side_draw, hedge_draw = rng.random(), rng.random()
-        acc = phase.acc(f)
+        draw, hedge_draw, side_draw = rng.random(), rng.random(), rng.random()
+        latent = shared_latent(ctx.seed, req, f)
+        icpt = intercepts(profile.name, post, f)
         if req.task == "pair":
-            truth = truth_pair(req.truth.get("progression", {}).get(f))
-            if hit >= 1.0 - acc:
-                out[f] = truth
-            else:
-                others = [v for v in PAIR_VALUES if v != truth]
-                preferred = phase.pair_bias if phase.pair_bias in others else None
-                if preferred is not None and side_draw < 0.7:
-                    out[f] = preferred
-                else:
-                    others = [v for v in others if v != preferred] or others
-                    out[f] = others[int(side_draw * 1e6) % len(others)]
+            truth = req.truth.get("progression", {}).get(f)
+            if truth not in PAIR_VALUES:  # absent from both films: unscored, mostly "stable"
+                out[f] = phase.pair_bias if side_draw < 0.03 and phase.pair_bias != "stable" else "stable"
+                saw[f] = False
+                continue
+            z, named = error_logit(phase, icpt.pair, "pair", f, True, x, latent)
+            wrong = draw < sigmoid(z)
+            out[f] = _wrong_pair(truth, phase.pair_bias, named is not None and named.kind == "miss", rng) if wrong else truth
+            saw[f] = not wrong and truth != "stable"
             continue
         positive = truth_single(req.truth.get("label", {}).get(f))
-        sens, spec = sens_spec(acc, phase.bias_of(f), ctx.prevalence.get(f, 0.5))
-        wrong = hit < (1.0 - sens if positive else 1.0 - spec)
+        z, _ = error_logit(phase, icpt.miss if positive else icpt.overcall, "single", f, positive, x, latent)
+        wrong = draw < sigmoid(z)
         if not wrong:
             out[f] = "yes" if positive else "no"
         elif hedge_draw < profile.hedge_rate:
             out[f] = "uncertain"
         else:
             out[f] = "no" if positive else "yes"
-    return out
+        saw[f] = positive and not wrong
+    return out, saw
 
 
 def _break_format(text: str, mode: str, answers: dict[str, str]) -> str:
@@ -124,18 +129,19 @@ def simulate(profile: Profile, req: Request, ctx: RunContext) -> Result:
     conditioned = req.prompt_mode == "label_conditioned"
     if conditioned:
         answers = {f: conditioned_value(req.task, req, f) for f in ctx.findings}
+        saw = {f: answers[f] in ("yes", "uncertain", "improving", "worsening") for f in ctx.findings}
     else:
-        answers = blind_answers(profile, req, ctx, rng)
+        answers, saw = blind_answers(profile, req, ctx, rng)
     invent_line = rng.random() < profile.hallucinate_line_rate
     invent_think = rng.random() < profile.hallucinate_think_rate
     break_draw = rng.random()
     hedge = profile.hedge_rate > 0
     invented = phrases.INVENTED_THINK[int(rng.integers(len(phrases.INVENTED_THINK)))] if invent_think else None
+    seen = phrases.Seen.from_features(req.truth.get("features", {}), saw, req.task)
     if req.task == "pair":
-        think = phrases.pair_think(answers, rng, profile.verbosity, hedge, invented, conditioned)
+        think = phrases.pair_think(answers, seen, rng, profile.verbosity, hedge, invented)
     else:
-        think = phrases.single_think(answers, req.truth.get("severity", {}), rng, profile.verbosity,
-                                     hedge, invented, conditioned)
+        think = phrases.single_think(answers, seen, rng, profile.verbosity, hedge, invented)
     text = format_trajectory(think, answers, list(ctx.findings))
     if invent_line:
         extra = [n for n in phrases.INVENTED if n not in {display(f) for f in ctx.findings}]
@@ -163,15 +169,13 @@ class SimulatedBackend(Backend):
         return self.profile.drift_at if self.profile.after is not None else None
 
     def answer_params(self, request: Request) -> dict[str, Any]:
-        params: dict[str, Any] = {
+        return {
+            "simulator": SIMULATOR_VERSION,
             "profile": self.profile.name,
             "seed": self.ctx.seed,
             "post_drift": request.post_drift,
             "truth": request.truth,
         }
-        if request.task == "single" and request.prompt_mode == "blind":
-            params["prevalence"] = {f: round(self.ctx.prevalence.get(f, 0.5), 4) for f in self.ctx.findings}
-        return params
 
     async def run(self, requests: list[Request], sink: Sink) -> None:
         for req in requests:
