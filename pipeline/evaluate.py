@@ -32,7 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--templates", required=True, help="student prompt templates folder")
     ap.add_argument("--out", required=True, help="folder for predictions, plot data and charts")
     ap.add_argument("--metrics", required=True, help="flat JSON metrics to write")
-    ap.add_argument("--student", action="append", default=[], help="NAME=FOLDER of a trained student (repeatable)")
+    ap.add_argument("--student", action="append", default=[], help="NAME=FOLDER of a trained student (repeatable); "
+                    "`control` names the label-conditioned control arm that bias inheritance is measured against")
+    ap.add_argument("--consensus-methods", help="self_distill's CSV of consensus methods against the labels on train (into the report)")
     ap.add_argument("--report-templates", help="folder with index.html.j2, eval.md.j2, published.yaml")
     ap.add_argument("--html", help="self-contained HTML report to write")
     ap.add_argument("--md", help="Markdown report to write (charts are linked from --out)")
@@ -96,6 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n, _ in students]
     scores = ev.score_systems(preds, gold, findings, best_teacher=best, students=names, bootstrap=cfg.bootstrap, seed=base.seed,
                               uncertain=cfg.clinical_f1_uncertain)  # fmt: skip
+    inheritance = None
+    if "control" in preds and "single" in gold:
+        inheritance, inherit_metrics = ev.bias_inheritance(
+            preds, gold["single"], findings, [n for n in ("spd", "apo", "pairwise") if n in preds], "control",
+            named_biases(Path(args.trajectories)), cfg.bootstrap, base.seed,
+        )  # fmt: skip
+        scores.metrics.update(inherit_metrics)
+    methods = None
+    if args.consensus_methods and Path(args.consensus_methods).is_file():
+        methods = pd.read_csv(args.consensus_methods)
 
     # save
     out = Path(args.out)
@@ -114,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             image_path=lambda s: resolve_image(bench, image_of[s]) if s in image_of else None,
             reports=dict(zip(studies["study_id"], studies["report"].fillna(""))), examples=cfg.examples,
             provenance={**st.record(**facts), **volatile("evaluate")},  # the report says which code made it
+            inheritance=inheritance, consensus_methods=methods,
             setting=training_setting(st.config),  # the training setting, from the resolved params
         )  # fmt: skip
         written = write_report(scores, inputs, args.report_templates, html=args.html, markdown=args.md, assets_dir=out)
@@ -126,6 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"evaluate: mean {ev.ACC[primary]} on {cfg.split}: {summary} (best teacher on val: {best})")
     return 0
+
+
+def named_biases(trajectories: Path) -> dict[str, list[tuple[str, str, str]]]:
+    """The teachers' known biases (finding, kind, name) that the teachers stage recorded (simulated ones)."""
+    import json
+
+    path = trajectories / "biases.json"
+    return {t: [tuple(b) for b in v] for t, v in json.loads(path.read_text()).items()} if path.is_file() else {}
 
 
 if __name__ == "__main__":

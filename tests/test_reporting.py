@@ -24,7 +24,7 @@ def report(tmp_path_factory):
 def test_html_has_every_row_and_marks_published_and_not_run(report):
     _, _, written = report
     html = written["html"].read_text()
-    cells = re.findall(r"<td>([^<]*)</td>", html)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
     for label in ROW_LABELS:
         assert label in cells, label
     assert "0.78 (published)" in cells and "0.75 (published)" in cells  # apo and gpt5 rows
@@ -65,7 +65,7 @@ def test_dvc_plot_data(report):
     scores, _, written = report
     out = written["html"].parent / "eval" / "plots"
     acc = pd.read_csv(out / "accuracy.csv")
-    assert set(acc["system"]) == {"majority_vote", "best_teacher", "spd", "apo"}
+    assert set(acc["system"]) == {"majority_vote", "mean_teacher", "best_teacher", "spd", "apo"}
     row = acc[(acc["system"] == "spd") & (acc["task"] == "pair") & (acc["finding"] == "edema")]
     assert row["accuracy"].item() == pytest.approx(scores.metrics["spd.pair_acc.edema"])
     mean = pd.read_csv(out / "accuracy_mean.csv")
@@ -102,15 +102,16 @@ def test_published_numbers_match_the_paper():
 
 def test_tables_and_formatting():
     systems = systems_in_order(["gpt5"], "gpt5", {"spd": "", "apo": "", "extra": "x"})
-    assert [s.key for s in systems] == ["teacher.gpt5", "majority_vote", "best_teacher", "spd", "pairwise", "apo", "extra"]
-    assert [s.ran for s in systems] == [True, True, True, True, False, True, True]
+    assert [s.key for s in systems] == ["teacher.gpt5", "majority_vote", "mean_teacher", "best_teacher", "spd", "pairwise", "apo", "extra", "control"]
+    assert [s.ran for s in systems] == [True, True, True, True, True, False, True, True, False]
     m = {"apo.vs_spd.pair_acc.diff": 0.0125, "apo.vs_spd.pair_acc.ci_low": -0.01, "apo.vs_spd.pair_acc.ci_high": 0.034, "apo.pair_acc.mean": 0.5}
     assert fmt_diff(m, "apo", "vs_spd.pair_acc") == "+0.013 [-0.010, +0.034]"
     assert fmt_diff(m, "spd", "vs_spd.pair_acc") == "—"
     t = comparison_table(m, systems, ["pair"], "pair", None)
     assert len(t.rows) == len(systems) and all(len(r) == len(t.columns) for r in t.rows)
-    assert t.rows[4][:4] == ["SPD + pairwise DPO (not run)", "student", "—", NOT_RUN]
-    assert t.rows[2][2] == "—" and t.rows[1][2] == "per-finding plurality, 1 teachers"
+    assert t.rows[5][:4] == ["SPD + pairwise DPO (not run)", "student", "—", NOT_RUN]
+    assert t.rows[8][:4] == ["Control arm (gold labels reach training) (not run)", "control arm", "—", NOT_RUN]
+    assert t.rows[3][2] == "—" and t.rows[1][2] == "per-finding plurality, 1 teachers"
     pub = load_published(TEMPLATES / "published.yaml")
     assert len(per_finding_table(m, systems, "single", FINDINGS, pub).rows) == len(systems)  # published numbers are pairs only
     assert len(per_finding_table(m, systems, "pair", FINDINGS, pub).rows) == len(systems) + len(pub.mean)

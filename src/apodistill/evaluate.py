@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from apodistill.consensus import TeacherAnswer, vote_labels
@@ -157,6 +158,7 @@ def score_systems(
     an empty or missing ``<think>`` then scores 0, it is not skipped.
     """
     from apodistill.metrics import accuracy_per_finding, chexpert_f1_from_labels, confusion, correctness, label_reports, paired_bootstrap, report_metrics
+    from apodistill.metrics.faithfulness import faithfulness
 
     metrics: dict[str, float] = {}
     corr: dict[tuple[str, str], pd.DataFrame] = {}
@@ -176,16 +178,27 @@ def score_systems(
                 metrics.update({f"{system}.{k}": v for k, v in report_metrics(refs, a["think"].tolist(), meteor=meteor).items()})
                 f1 = chexpert_f1_from_labels(ref_labels, label_reports(a["think"].tolist()), uncertain)
                 metrics.update({f"{system}.f1_{k.split('.', 1)[1]}": v for k, v in f1.items()})
+            if "text" in p:  # does the reasoning say what the answer says, and what the image shows?
+                metrics.update({f"{system}.{task}_faith.{k}": v for k, v in faithfulness(a, g, findings, task).items()
+                                if not k.endswith("_n")})  # fmt: skip
             if system in students:
                 confusions.update({(system, task, f): confusion(a, g, f, key, task) for f in findings})
             rows.append(_long_rows(a, g, task, c, system, findings))
+    teacher_systems = [s for s in preds if s.startswith(TEACHER)]
+    for task in gold if teacher_systems else ():
+        # The mean teacher: each teacher's accuracy averaged (per finding, then the mean), and per
+        # example the teachers' mean correctness, so students get a paired interval against it.
+        for k in [f"{ACC[task]}.{f}" for f in findings] + [f"{ACC[task]}.mean"]:
+            vals = [metrics[f"{t}.{k}"] for t in teacher_systems if metrics.get(f"{t}.{k}") == metrics.get(f"{t}.{k}")]
+            metrics[f"mean_teacher.{k}"] = float(np.mean(vals)) if vals else float("nan")
+        corr[("mean_teacher", task)] = sum(corr[(t, task)] for t in teacher_systems) / len(teacher_systems)
     if best_teacher is not None:
         prefix = f"{TEACHER}{best_teacher}."
         metrics.update({f"best_teacher.{k[len(prefix):]}": v for k, v in list(metrics.items()) if k.startswith(prefix)})
         preds_best = f"{TEACHER}{best_teacher}"
         corr.update({("best_teacher", t): corr[(preds_best, t)] for t in gold if (preds_best, t) in corr})
     for name in students:
-        for ref, tag in (("spd", "spd"), ("best_teacher", "best_teacher")):
+        for ref, tag in (("spd", "spd"), ("best_teacher", "best_teacher"), ("mean_teacher", "mean_teacher")):
             if ref == name or bootstrap <= 0 or not all((ref, t) in corr for t in gold):
                 continue
             for task in gold:
@@ -324,3 +337,44 @@ def zero_shot(
     metrics.update(auc_per_finding(aligned(preds, gold, "single", findings), gold, findings))
     metrics["quarantined"] = float(len(quarantine))
     return metrics, scores.predictions, quarantine
+
+
+def bias_inheritance(
+    preds: dict[str, pd.DataFrame],
+    gold: pd.DataFrame,
+    findings: Sequence[str],
+    students: Sequence[str],
+    control: str,
+    named: dict[str, list[tuple[str, str, str]]],
+    bootstrap: int,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """How much of each teacher's systematic error each student repeats (single studies).
+
+    For every teacher and every finding and direction (``miss``: present, answered no;
+    ``overcall``: absent, answered yes): on the test examples where the teacher made that error,
+    each student's rate of making it too, the control student's rate (trained on the same images
+    with the teachers explaining the gold labels: what image difficulty alone explains), the
+    difference with a paired bootstrap interval, and the first student's rate minus each later
+    one's (e.g. SPD - APO: what the critique step removed). ``named`` lists each teacher's known
+    biases (the simulated profiles'): their rows go into the metrics as
+    ``inherit.<teacher>.<finding>.<kind>.*``, every row into the returned table.
+    """
+    from apodistill.metrics.faithfulness import inheritance
+
+    aligned_by = {s: aligned(preds[s], gold, "single", findings) for s in [*students, control] if s in preds}
+    rows, metrics = [], {}
+    for system in [s for s in preds if s.startswith(TEACHER)]:
+        teacher = system[len(TEACHER):]
+        t = aligned(preds[system], gold, "single", findings)
+        known = {(f, k): name for f, k, name in named.get(teacher, [])}
+        for f in findings:
+            for kind in ("miss", "overcall"):
+                res = inheritance(t, {s: aligned_by[s] for s in students if s in aligned_by}, aligned_by[control], gold, f, kind,
+                                  bootstrap=bootstrap, seed=seed)  # fmt: skip
+                if res.get("n", 0) == 0:
+                    continue
+                rows.append({"teacher": teacher, "finding": f, "kind": kind, "bias": known.get((f, kind), ""), **res})
+                if (f, kind) in known:
+                    metrics.update({f"inherit.{teacher}.{f}.{kind}.{k}": v for k, v in res.items()})
+    return pd.DataFrame(rows), metrics

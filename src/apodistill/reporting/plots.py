@@ -20,7 +20,8 @@ from apodistill.findings import display
 from apodistill.reporting.tables import Published, System
 
 # Systems drawn per finding; every system's mean is in the second panel and in the tables.
-CHART_KINDS = ("baseline", "student")
+CHART_KINDS = ("baseline", "student", "control")
+COLOURS = {"teacher": "#9aa5b1", "baseline": "#e0a030", "student": "#2f6fb0", "control": "#3a8f5c"}
 
 
 def _figure(width: float, height: float):
@@ -42,11 +43,13 @@ def _png(plt, fig) -> bytes:
 def accuracy_chart(metrics: dict[str, float], systems: Sequence[System], task: str, findings: Sequence[str], published: Published | None) -> bytes:
     """Left: accuracy per finding of the baselines and students (the paper's student hatched).
     Right: mean accuracy of every system, the paper's number as a hollow marker beside it."""
-    plt, fig = _figure(13, 4.6)
+    plt, fig = _figure(13, 5.2)
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.6, 1]})
     drawn = [s for s in systems if s.ran and s.kind in CHART_KINDS and f"{s.key}.{ACC[task]}.mean" in metrics]
     pub = published if published and published.task == task else None
-    bars = [(s.label, [metrics.get(f"{s.key}.{ACC[task]}.{f}", np.nan) for f in findings], {}) for s in drawn]
+    # The control arm is an upper bound, not a method: outlined in its colour, so it never reads as a student.
+    bars = [(s.label, [metrics.get(f"{s.key}.{ACC[task]}.{f}", np.nan) for f in findings],
+             {"fill": False, "edgecolor": COLOURS["control"], "hatch": "..", "linewidth": 1.2} if s.kind == "control" else {}) for s in drawn]  # fmt: skip
     for key, per in (pub.findings.items() if pub else []):
         if per:
             bars.append((pub.label[key] + " (published)", [per.get(f, np.nan) for f in findings], {"hatch": "//", "edgecolor": "black", "fill": False}))
@@ -58,19 +61,18 @@ def accuracy_chart(metrics: dict[str, float], systems: Sequence[System], task: s
     left.set_ylim(0, 1)
     left.set_ylabel("top-1 accuracy")
     left.set_title(f"Per-finding accuracy ({'pairs, MS-CXR-T protocol' if task == 'pair' else 'single studies'})")
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, frameon=False)
     left.grid(axis="y", alpha=0.3)
 
     everyone = [s for s in systems if s.ran and f"{s.key}.{ACC[task]}.mean" in metrics]
     y = np.arange(len(everyone))[::-1]
-    colours = {"teacher": "#9aa5b1", "baseline": "#e0a030", "student": "#2f6fb0"}
-    right.barh(y, [metrics[f"{s.key}.{ACC[task]}.mean"] for s in everyone], color=[colours[s.kind] for s in everyone])
+    right.barh(y, [metrics[f"{s.key}.{ACC[task]}.mean"] for s in everyone], color=[COLOURS[s.kind] for s in everyone])
     if pub:
         marks = [(yy, pub.mean[s.key]) for yy, s in zip(y, everyone) if s.key in pub.mean]
         if marks:
             right.scatter([m for _, m in marks], [yy for yy, _ in marks], marker="o", facecolors="none", edgecolors="black", zorder=3, label="paper v2 (published)")
             right.legend(fontsize=8, loc="lower right")
-    right.set_yticks(y, [s.label if len(s.label) < 28 else s.key for s in everyone], fontsize=8)
+    right.set_yticks(y, [s.label if len(s.label) < 28 else ("control arm (gold labels)" if s.kind == "control" else s.key) for s in everyone], fontsize=8)
     right.set_xlim(0, 1)
     right.set_xlabel("mean accuracy")
     right.set_title("Every system")
@@ -108,7 +110,7 @@ def write_plot_data(out_dir: str | Path, metrics: dict[str, float], predictions:
     """CSV files for dvc.yaml's top-level ``plots``:
 
     - ``accuracy.csv``: ``task, system, finding, accuracy, label`` (label = ``task | finding | system``,
-      the y of a ``bar_horizontal`` plot) for the baselines and students;
+      the y of a ``bar_horizontal`` plot) for the baselines, students and the control arm;
     - ``accuracy_mean.csv``: ``task, system, accuracy, label`` for every system;
     - ``confusion/<student>.<task>.<finding>.csv``: ``actual, predicted`` per example (``template: confusion``).
     """
@@ -119,7 +121,7 @@ def write_plot_data(out_dir: str | Path, metrics: dict[str, float], predictions:
     per, mean = [], []
     for task in tasks:
         for s in systems:
-            if not s.ran or f"{s.key}.{ACC[task]}.mean" not in metrics:
+            if not s.ran or metrics.get(f"{s.key}.{ACC[task]}.mean") is None:
                 continue
             mean.append({"task": task, "system": s.key, "accuracy": metrics[f"{s.key}.{ACC[task]}.mean"], "label": f"{task} | {s.key}"})
             if s.kind in CHART_KINDS:

@@ -2,20 +2,25 @@
 PNGs and the `dvc plots` data, from the scores of :func:`apodistill.evaluate.score_systems`.
 
 The page layout lives in templates (``index.html.j2``, ``eval.md.j2``, a DVC dep of the stage);
-the numbers come from the metrics dict only, so the report and ``dvc exp show`` agree.
+the numbers come from the metrics dict and the frames the stage passes (bias inheritance, the
+consensus methods), never recomputed, so the report and ``dvc exp show`` agree. Pairs, the
+paper's headline, come first in every table and chart.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from apodistill.evaluate import Scores, primary_task
 from apodistill.reporting.examples import disagreements, png_data_uri
 from apodistill.reporting.plots import accuracy_chart, confusion_chart, write_plot_data
-from apodistill.reporting.tables import Published, System, comparison_table, load_published, per_finding_table, report_table
+from apodistill.reporting.frames import consensus_table, inheritance_table
+from apodistill.reporting.tables import (CONTROL, Published, System, comparison_table, load_published, per_finding_table, reasoning_table,
+                                         report_table, task_order)  # fmt: skip
 
 PUBLISHED_FILE = "published.yaml"
 HTML_TEMPLATE = "index.html.j2"
@@ -38,6 +43,8 @@ class ReportInputs:
     provenance: dict | None = None
     setting: list[tuple[str, str]] = field(default_factory=list)  # training setting (apodistill.setting.training_setting)
     compare: tuple[str, str] = ("apo", "spd")  # the two students whose disagreements are shown
+    inheritance: Any = None  # DataFrame from evaluate.bias_inheritance (None: no control arm)
+    consensus_methods: Any = None  # DataFrame: self_distill's methods.csv (None: not passed)
 
 
 def _environment(templates_dir: Path):
@@ -72,10 +79,12 @@ def write_report(
     m, systems, tasks, findings = scores.metrics, inputs.systems, inputs.tasks, inputs.findings
     primary = primary_task(tasks)
 
+    order = task_order(tasks)
     comparison = comparison_table(m, systems, tasks, primary, published)
-    order = sorted(tasks, key=lambda t: t != primary)
     per_finding = [(t, per_finding_table(m, systems, t, findings, published)) for t in order]
+    reasoning = reasoning_table(m, systems, tasks)
     reports = report_table(m, systems)
+    consensus = consensus_table(inputs.consensus_methods) if inputs.consensus_methods is not None else None
 
     written: dict[str, Path] = {}
     charts, chart_files = {}, {}
@@ -96,8 +105,9 @@ def write_report(
         written[f"confusion_{t}.png"] = path
         confusion_charts.append((t, png_data_uri(png)))
         confusion_files.append((t, _rel(path, markdown)))
-    for p in write_plot_data(assets / "plots", m, scores.predictions, systems, tasks, findings):
+    for p in write_plot_data(assets / "plots", m, scores.predictions, systems, order, findings):
         written[str(p.relative_to(assets))] = p
+    inheritance = _inheritance(inputs.inheritance, assets, markdown, written)
 
     a, b = inputs.compare
     ran = {s.key for s in students}
@@ -110,9 +120,11 @@ def write_report(
         ][: inputs.examples]  # fmt: skip
     examples_note = no_examples_note(a, b, ran, inputs.split)
 
-    context = dict(split=inputs.split, counts=inputs.counts, best=inputs.best_teacher, students=students, provenance=inputs.provenance, setting=inputs.setting,
-                   comparison=comparison, per_finding=per_finding, reports=reports, pair_names=(a, b), examples=examples,
-                   examples_note=examples_note)  # fmt: skip
+    control = next((s for s in systems if s.key == CONTROL[0]), None)
+    counts = {t: inputs.counts[t] for t in order if t in inputs.counts}
+    context = dict(split=inputs.split, counts=counts, best=inputs.best_teacher, students=students, control=control, provenance=inputs.provenance,
+                   setting=inputs.setting, comparison=comparison, per_finding=per_finding, reasoning=reasoning, inheritance=inheritance,
+                   consensus=consensus, reports=reports, pair_names=(a, b), examples=examples, examples_note=examples_note)  # fmt: skip
     env = _environment(templates_dir)
     html, markdown = Path(html), Path(markdown)
     for path in (html, markdown):
@@ -122,6 +134,22 @@ def write_report(
     markdown.write_text(env.get_template(MD_TEMPLATE).render(**md_context))
     written.update(html=html, markdown=markdown)
     return written
+
+
+INHERITANCE_CSV = "inheritance.csv"
+
+
+def _inheritance(frame: Any, assets: Path, markdown: str | Path, written: dict[str, Path]) -> dict | None:
+    """The bias-inheritance section: the named-bias table, the full table, and the full table
+    as a CSV file in ``assets`` (linked from the Markdown) and as a ``data:`` URI (the HTML's
+    download link, so the page stays self-contained). None when there is no control arm."""
+    if frame is None:
+        return None
+    path = assets / INHERITANCE_CSV
+    frame.to_csv(path, index=False)
+    written[INHERITANCE_CSV] = path
+    uri = "data:text/csv;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return dict(named=inheritance_table(frame), full=inheritance_table(frame, named_only=False), csv_uri=uri, csv_file=_rel(path, markdown))
 
 
 def no_examples_note(a: str, b: str, ran: set[str], split: str) -> str:

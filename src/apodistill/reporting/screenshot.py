@@ -21,8 +21,10 @@ def missing_rows(text: str, rows: list[str]) -> list[str]:
     return [r for r in rows if r not in text]
 
 
-# What the rendered page must show (issue 7: every system of the comparison).
-REQUIRED_ROWS = ["Majority vote of the teachers", "Best single teacher", "SPD only", "SPD + pairwise DPO", "SPD + consensus + APO", "(published)"]
+# What the rendered page must show (issue 7: every system of the comparison; issue 11: the mean
+# teacher and the control arm, a row even when not run).
+REQUIRED_ROWS = ["Majority vote of the teachers", "Mean teacher", "Best single teacher", "SPD only", "SPD + pairwise DPO", "SPD + consensus + APO",
+                 "Control arm (gold labels reach training)", "(published)"]  # fmt: skip
 
 
 def check_report(page: str | Path, out: str | Path, rows: list[str] = REQUIRED_ROWS) -> list[str]:
