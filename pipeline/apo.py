@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     traj = pd.read_parquet(Path(args.trajectories) / "trajectories.parquet")
     consensus = pd.read_parquet(Path(args.consensus) / "consensus.parquet")
     sets = build_candidates(consensus, traj[traj["split"] == "train"], studies, params.teachers.names(),
-                            read_weights(args.trajectories), base.findings, args.templates)  # fmt: skip
+                            read_weights(args.trajectories), base.findings, args.templates, cfg.negatives)  # fmt: skip
     if not sets:
         raise SystemExit(f"error: no consensus rows in {args.consensus}: nothing to optimise")
     ref_info = student_info(args.ref_model)

@@ -11,17 +11,20 @@ when a teacher's endpoint is not `phi_approved` (exit 3). When teachers.budget_u
 new request is sent; the outputs record the stop and the stage exits 4 (a rerun with a higher
 budget asks only for what is missing).
 With ``fetch.source: cxr_max`` the released trajectories are imported and no teacher is asked.
+With ``control.enabled`` the roster also explains each training study's known labels
+(label-conditioned prompts) into control.parquet: the control arm's data, never the main students'.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from apodistill.stage import Stage, stage_parser
 
-READS = ("base.seed", "base.findings", "fetch.source", "teachers")
+READS = ("base.seed", "base.findings", "fetch.source", "teachers", "control.enabled")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from apodistill.teachers.backends import TeacherSetupError
     from apodistill.teachers.guard import PhiGuardError
+    from apodistill.teachers.profiles import named_biases
     from apodistill.teachers.runner import run_teachers
 
     # work
@@ -56,12 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     except TeacherSetupError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    control = None
+    if params.control.enabled and not result.stopped:
+        # The same roster, label-conditioned on train: the blind val/test requests are the same
+        # cache keys as above, so only the conditioned training answers are asked.
+        cond = params.teachers.model_copy(update={"conditioned_splits": ["train"]})
+        control = run_teachers(cond, params.base, params.fetch.source, args.benchmark, args.templates, args.cache,
+                               progress=not args.no_progress)  # fmt: skip
+        result.stats.update({f"control.{k}": v for k, v in control.stats.items() if k in ("rows", "budget.spent_usd")})
     wall = st.seconds()
 
     # save
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result.table.to_parquet(out / "trajectories.parquet", index=False)
+    if control is not None:
+        control.table[control.table["split"] == "train"].to_parquet(out / "control.parquet", index=False)
+    (out / "biases.json").write_text(json.dumps(named_biases(params.teachers), indent=1, sort_keys=True) + "\n")
     prov = st.save(out, rows=len(result.table), skipped_quarantined=result.skipped, not_asked=result.not_asked,
                    budget=result.stable_budget())
     # asked in this run, and what earlier runs had spent: they depend on the cache, not on the inputs
@@ -72,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     n = result.table["status"].value_counts().to_dict()
     print(f"teachers: {len(result.table)} rows ({n}), {sum(result.requested.values())} asked now, "
           f"${result.stats['cost_usd']:.4f} stored answers' cost, {wall:.1f} s")
-    if result.stopped:  # the outputs record the stop; a non-zero exit keeps DVC from taking them as complete
-        print(f"error: {result.stop_message()}", file=sys.stderr)
+    if result.stopped or (control is not None and control.stopped):  # the outputs record the stop; a non-zero exit keeps DVC from taking them as complete
+        print(f"error: {(result if result.stopped else control).stop_message()}", file=sys.stderr)
         return 4
     return 0
 

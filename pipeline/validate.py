@@ -20,7 +20,7 @@ from pathlib import Path
 
 from apodistill.stage import Stage, stage_parser
 
-READS = ("base.seed", "base.findings", "teachers.weights", "validate")
+READS = ("base.seed", "base.findings", "teachers.weights", "validate", "control.enabled")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,6 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     gate.passed.to_parquet(out / "trajectories.parquet", index=False)
     gate.quarantine.to_parquet(out / "quarantine.parquet", index=False)
+    control = Path(args.trajectories) / "control.parquet"
+    if params.control.enabled and control.is_file():  # the control arm's data passes the same gate (no docs, no drift)
+        from apodistill.validation.gate import run_gate
+        from apodistill.validation.run import benchmark_splits
+        from apodistill.validation.suite import load_suite_spec, suite_path
+
+        spec = load_suite_spec(suite_path(args.suites, cfg.suite))
+        cgate = run_gate(pd.read_parquet(control), list(params.base.findings), cfg, spec, args.suites, None, benchmark_splits(studies))
+        cgate.passed.to_parquet(out / "control.parquet", index=False)
+        outcome.metrics["control.validated.rows"] = float(len(cgate.passed))
+        outcome.metrics["control.quarantine.rows"] = float(len(cgate.quarantine))
     (out / "weights.json").write_text(json.dumps(outcome.weights, indent=2, sort_keys=True) + "\n")
     flags = {"detector": drift.detector, "window": cfg.drift_window, "flags": drift.flags.to_dict(orient="records")}
     (out / "drift.json").write_text(json.dumps(flags, indent=2) + "\n")

@@ -284,3 +284,16 @@ def weighted_sft_from_logps(logps, mask, example_weights, normalizer=None):
     }
     return loss, metrics
 
+
+def chosen_nll(chosen_logps, chosen_tokens):
+    """Mean per-token negative log-likelihood of the chosen (consensus) sequences, averaged over prompts.
+
+    The optional anchor of ``apo.sft_weight`` (0 in the paper's loss): added to the APO loss it keeps
+    the consensus likely while the teachers' trajectories are pushed down, the stabiliser of
+    RPO / iterative RPO (Pang et al., 2024). ``chosen_logps`` (B,) sums of target log-probs,
+    ``chosen_tokens`` (B,) their token counts.
+    """
+    import torch
+
+    return (-(chosen_logps / torch.clamp(chosen_tokens, min=1))).mean()
+

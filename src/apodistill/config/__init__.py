@@ -25,7 +25,7 @@ from apodistill.config.evaluate import EvaluateConfig, RegisterConfig
 from apodistill.config.fetch import FetchConfig
 from apodistill.config.files import RepoFiles, repository_of
 from apodistill.config.teachers import TeacherSpec, TeachersConfig
-from apodistill.config.train import ApoConfig, SelfDistillConfig, SpdConfig
+from apodistill.config.train import ApoConfig, ControlConfig, SelfDistillConfig, SpdConfig
 from apodistill.config.validate import ValidateConfig
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "SpdConfig",
     "SelfDistillConfig",
     "ApoConfig",
+    "ControlConfig",
     "EvaluateConfig",
     "RegisterConfig",
 ]
@@ -58,6 +59,7 @@ class Params(Section):
     teachers: TeachersConfig
     validate_: ValidateConfig = Field(alias="validate")
     spd: SpdConfig
+    control: ControlConfig
     self_distill: SelfDistillConfig
     apo: ApoConfig
     evaluate: EvaluateConfig

@@ -82,7 +82,7 @@ class SpdConfig(Section):
 class SelfDistillConfig(Section):
     method: str = Field(
         description="in_context: the student writes the consensus (paper); or a label method registered in "
-        "apodistill.consensus.METHODS (vote: w_u-weighted label vote).",
+        "apodistill.consensus.METHODS: vote (each teacher once), weighted_vote (w_u), dawid_skene (per-teacher confusion by EM).",
     )
     context: Literal["full", "answers"] = Field(description="What of each teacher trajectory the student reads: full text, or its answer lines only.")
     max_new_tokens: int = Field(gt=0, description="Consensus length limit (tokens).")
@@ -91,6 +91,11 @@ class SelfDistillConfig(Section):
     top_p: float = Field(gt=0, le=1, description="Nucleus sampling when do_sample.")
     batch_size: int = Field(gt=0, description="Studies generated at once.")
     fallback: Literal["vote", "drop"] = Field(description="An unparseable consensus is replaced by the vote (recorded) or dropped.")
+    compare: list[str] = Field(
+        description="Methods whose answers on the training studies are measured against the benchmark's labels "
+        "(measured only: nothing trains on them): the report's consensus table.",
+    )
+    compare_sample: int = Field(ge=0, description="Training studies the in_context comparison generates for (it runs the student); 0: skip it.")
 
     @field_validator("method")
     @classmethod
@@ -99,11 +104,27 @@ class SelfDistillConfig(Section):
 
         return METHODS.check(method, also=(IN_CONTEXT,))
 
+    @field_validator("compare")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        from apodistill.consensus import IN_CONTEXT, METHODS
+
+        return [METHODS.check(m, also=(IN_CONTEXT,)) for m in methods]
+
 
 class ApoConfig(Section):
     beta: float = Field(gt=0, description="Reward scale in r = beta * log(pi/pi_ref).")
     loss: str = Field(description="APO loss registered in apodistill.losses.LOSSES: plackett_luce (paper's N+1 softmax) | pairwise (released script's DPO pairs).")
     weight_negatives: bool = Field(description="Scale each negative by its teacher's w_u (false reproduces the paper).")
+    negatives: Literal["all", "disagreeing"] = Field(
+        description="all: every teacher trajectory is a negative (the paper); disagreeing: a variant that masks teachers whose "
+        "answers equal the consensus on every finding, so the preference contrasts only differing answers.",
+    )
+    sft_weight: float = Field(
+        ge=0,
+        description="Weight of the chosen (consensus) sequence's per-token NLL added to the APO loss (0: the paper's loss; "
+        ">0: the RPO-style anchor that keeps the consensus likely while negatives are pushed down).",
+    )
     pairwise_baseline: bool = Field(
         description="Also train the paper's released variant (pairwise DPO, one pair per teacher) from the same reference, "
         "for the comparison table; the reference log-probs are shared, so it costs one more training run.",
@@ -119,3 +140,15 @@ class ApoConfig(Section):
         from apodistill.losses import LOSSES  # no torch at import time
 
         return LOSSES.check(loss)
+
+
+class ControlConfig(Section):
+    """``control:``: the label-conditioned control arm (a second SPD student trained on teachers who
+    explain each training study's known labels). It is the upper bound with gold labels, and the
+    reference that bias inheritance is measured against; it never feeds the main students."""
+
+    enabled: bool = Field(
+        description="Ask the roster label-conditioned on train too (data/trajectories/control.parquet) and train the "
+        "control student with the spd settings; false: no control arm (real teachers then cost nothing extra).",
+    )
+

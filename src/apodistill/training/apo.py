@@ -47,7 +47,16 @@ def build_candidates(
     weights: dict[str, float],
     findings: Sequence[str],
     templates_dir: str,
+    negatives: str = "all",
 ) -> list[CandidateSet]:
+    """One candidate set per consensus row. ``negatives``: ``all`` (the paper: every teacher
+    trajectory is a negative, except one identical to the consensus) or ``disagreeing`` (a
+    variant: a teacher whose answers equal the consensus on every finding is masked too, so the
+    preference only contrasts answers that differ)."""
+    from apodistill.findings import try_parse
+
+    if negatives not in ("all", "disagreeing"):
+        raise ValueError(f"unknown negatives {negatives!r}; known: all, disagreeing")
     image_of = study_images(studies)
     by_key: dict[StudyKey, dict[str, str]] = {}
     for r in trajectories.itertuples(index=False):
@@ -61,14 +70,20 @@ def build_candidates(
         texts = by_key.get(key, {})
         rejected = tuple(texts.get(t, "") for t in roster)
         mask = tuple(bool(x) and x.strip() != c.text.strip() for x in rejected)
+        if negatives == "disagreeing":
+            agreed = {f: getattr(c, f"answer_{f}", None) for f in findings}
+            parsed = [try_parse(x, findings, c.task) if x else None for x in rejected]
+            mask = tuple(m and not (p is not None and all(p.labels[f] == agreed[f] for f in findings)) for m, p in zip(mask, parsed))
         out.append(
             CandidateSet(key, images_for(key, image_of), prompts[c.task], c.text, rejected, mask, tuple(float(weights.get(t, 1.0)) for t in roster))
         )
     return out
 
 
-def score_sets(model: Any, processor: Any, images: ImageStore, sets: Sequence[CandidateSet], max_length: int, device: Any):
-    """Sequence log-probs of every valid candidate in one forward: (chosen (B,), rejected (B, N)).
+def score_sets(model: Any, processor: Any, images: ImageStore, sets: Sequence[CandidateSet], max_length: int, device: Any,
+               with_tokens: bool = False):
+    """Sequence log-probs of every valid candidate in one forward: (chosen (B,), rejected (B, N)),
+    and with ``with_tokens`` the chosen sequences' target token counts (B,).
 
     Only the chosen and the valid rejected sequences are encoded; absent slots stay 0 and
     are masked out of the loss.
@@ -88,6 +103,7 @@ def score_sets(model: Any, processor: Any, images: ImageStore, sets: Sequence[Ca
                 where.append((b, u))
     enc = encode(processor, images.batch(exs), [e.prompt for e in exs], [e.target for e in exs], max_length).to(device)
     logps = target_logps(model, enc)[0].sum(dim=1)
+    tokens = (enc.labels[:, 1:] != -100).sum(dim=1).to(logps.dtype)
     n = len(sets[0].rejected)
     chosen = torch.zeros(len(sets), dtype=logps.dtype, device=logps.device)
     rejected = torch.zeros(len(sets), n, dtype=logps.dtype, device=logps.device)
@@ -96,6 +112,8 @@ def score_sets(model: Any, processor: Any, images: ImageStore, sets: Sequence[Ca
     is_c = cols < 0
     chosen = chosen.index_put((rows[is_c],), logps[is_c])
     rejected = rejected.index_put((rows[~is_c], cols[~is_c]), logps[~is_c])
+    if with_tokens:
+        return chosen, rejected, tokens[is_c]
     return chosen, rejected
 
 
@@ -227,7 +245,7 @@ def train_apo(
     """Train the policy (initialised from the SPD student) with the APO loss."""
     import torch
 
-    from apodistill.losses import apo_loss
+    from apodistill.losses import apo_loss, chosen_nll
     from apodistill.student import apply_lora, load_student
 
     model, processor = load_student(policy_dir)
@@ -241,13 +259,17 @@ def train_apo(
 
     def step(m: Any, idx: list[int]) -> StepOutput:
         batch = [sets[i] for i in idx]
-        pc, pr = score_sets(m, processor, images, batch, cfg.max_length, device)
+        pc, pr, n_tok = score_sets(m, processor, images, batch, cfg.max_length, device, with_tokens=True)
         w = torch.tensor([s.weights for s in batch], device=device) if cfg.weight_negatives else None
         mask = torch.tensor([s.mask for s in batch], device=device)
         loss, met = apo_loss(
             pc.float(), pr.float(), ref_chosen[idx].to(device), ref_rejected[idx].to(device),
             beta=cfg.beta, weights=w, kind=cfg.loss, rejected_mask=mask,
         )
+        if cfg.sft_weight > 0:
+            anchor = chosen_nll(pc.float(), n_tok)
+            loss = loss + cfg.sft_weight * anchor
+            met["chosen_nll"] = anchor.detach()
         return StepOutput(loss * len(idx), float(len(idx)), {k: float(v) for k, v in met.items()})
 
     result = train_loop(

@@ -239,7 +239,7 @@ def train_loop(
             gn = float(grad_norm) if grad_norm is not None else float("nan")
             row = {"step": done, "loss": loss_total, "lr": scheduler.get_last_lr()[0], "grad_norm": gn, **metrics}
             rows.append(row)
-            bar.set_postfix(loss=f"{loss_total:.4f}")
+            bar.set_postfix(loss=f"{loss_total:.4f}", refresh=False)  # redraws follow tqdm's mininterval, not every log step
         bar.update(1)
         if done % cfg.checkpoint_every == 0 and done < steps:
             _save(accelerator, ckpt_dir, done, run_key, rows)
