@@ -17,7 +17,7 @@ register time (:func:`build_profile` over the benchmark's train split):
   bright diaphragm; gradients, photos and smooth ("photo-like", 1/f) noise do not.
 
 Limits are the training values' 0.5% / 99.5% quantiles widened generously (a factor for scale
-statistics, half the training spread for layout, absolute floors for chroma), so "far
+statistics, the training spread again below the lowest training layout, absolute floors for chroma), so "far
 outside" means clearly not a radiograph of the kind trained on, not an unusual one. This is
 a guard against misuse, not a radiograph detector: an image built to match the statistics
 passes, and real radiographs unlike the training set (a lateral view) may not.
@@ -111,7 +111,7 @@ def build_profile(images: Iterable[Any]) -> dict[str, Any]:
         "chroma": {"max": round(max(ch_hi * 3, 0.08), 5)},
         "contrast": {"min": round(c_lo / 3, 5)},
         "roughness": {"max": round(r_hi * 2.5, 5)},
-        "layout": {"min": round(max(l_lo - 0.5 * (l_hi - l_lo), 0.1), 5)},
+        "layout": {"min": round(max(l_lo - 1.0 * (l_hi - l_lo), 0.1), 5)},
     }
     training = {"contrast": [c_lo, c_hi], "roughness": [r_lo, r_hi], "chroma": [ch_lo, ch_hi], "layout": [l_lo, l_hi]}
     return {"version": PROFILE_VERSION, "images": len(feats), "limits": limits,
