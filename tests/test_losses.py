@@ -237,3 +237,14 @@ def test_weighted_sft_hand_example_and_normalizer():
     b, _ = weighted_sft_loss(_logits_from_probs(probs[1:]), labels[1:], w[1:], normalizer=7.0)
     assert (a + b).item() == pytest.approx(loss.item(), abs=1e-12)
 
+
+
+def test_chosen_nll_is_the_mean_per_token_nll_over_prompts():
+    from apodistill.losses import chosen_nll
+
+    logps = torch.tensor([-2.0, -6.0], requires_grad=True)
+    out = chosen_nll(logps, torch.tensor([2.0, 3.0]))
+    assert out.item() == pytest.approx((2 / 2 + 6 / 3) / 2)  # 1.5
+    out.backward()
+    assert torch.allclose(logps.grad, torch.tensor([-1 / 4, -1 / 6]))
+    assert chosen_nll(torch.tensor([-1.0]), torch.tensor([0.0])).item() == 1.0  # no target token: counted as one

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from params_helpers import section
@@ -119,3 +120,23 @@ def test_weighted_vote_and_reasoning_source():
     assert heavy.agreeing["pleural_effusion"] == ["a"]
     tie = vote(answers[:2], {"a": 1, "b": 1}, MS_CXR_T_5, "single")
     assert tie.labels["pleural_effusion"] == "yes"  # ties go to the earlier value of the vocabulary
+
+
+def test_disagreeing_negatives_mask_teachers_that_agree_on_every_answer():
+    labels = {f: "no" for f in MS_CXR_T_5}
+    chosen = format_trajectory("consensus words", labels, MS_CXR_T_5)
+    same_answers = format_trajectory("other words, same answers", labels, MS_CXR_T_5)
+    other_answers = format_trajectory("haze", labels | {"edema": "yes"}, MS_CXR_T_5)
+    cons = pd.DataFrame([{"task": "single", "study_id": "s1", "prior_study_id": None, "text": chosen,
+                          **{f"answer_{f}": v for f, v in labels.items()}}])
+    traj = pd.DataFrame([
+        {"teacher": "a", "task": "single", "study_id": "s1", "prior_study_id": None, "text": same_answers},
+        {"teacher": "b", "task": "single", "study_id": "s1", "prior_study_id": None, "text": other_answers},
+    ])
+    studies = pd.DataFrame({"study_id": ["s1"], "image_path": ["x.png"]})
+    args = (cons, traj, studies, ["a", "b"], {"a": 1, "b": 1}, MS_CXR_T_5, "templates/student")
+    (all_,) = build_candidates(*args)  # the paper: every teacher is a negative
+    (dis,) = build_candidates(*args, negatives="disagreeing")
+    assert all_.mask == (True, True) and dis.mask == (False, True)
+    with pytest.raises(ValueError, match="known: all, disagreeing"):
+        build_candidates(*args, negatives="some")
