@@ -23,13 +23,14 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test setup ablation compare bench screenshot help
+.PHONY: run test setup ablation compare seeds bench screenshot help
 
 help:
 	@echo "make run   - set up (once) and run the whole pipeline: dvc repro"
 	@echo "make test  - set up (once) and run the test suite"
 	@echo "make ablation - the default run, then queued arms: pairwise DPO and several apo.beta (SPD trained once), side by side"
 	@echo "make compare - every experiment of HEAD side by side (apo.beta, teacher weights, headline metrics); EXPS=\"a b\" picks some"
+	@echo "make seeds - run the default for SEEDS (1 2 3) as dvc experiments; reports/seeds.md: mean +- sd and intervals"
 	@echo "make screenshot - render reports/index.html in headless Chromium to reports/index.png"
 	@echo "make bench - benchmarks in bench/ (numbers go to bench/README.md)"
 
@@ -104,3 +105,12 @@ compare: $(STAMP)
 
 screenshot: $(STAMP)
 	python -m apodistill.reporting.screenshot reports/index.html reports/index.png
+
+# Seeds: the whole default again per seed (benchmark, teachers, students all follow base.seed), as
+# queued dvc experiments side by side in `dvc exp show`, then one table (reports/seeds.md).
+SEEDS ?= 1 2 3
+seeds: $(STAMP)
+	-dvc exp remove $(foreach s,$(SEEDS),seed-$(s)) >/dev/null 2>&1
+	$(foreach s,$(SEEDS),dvc exp run --queue -n seed-$(s) -S base.seed=$(s) &&) true
+	dvc exp run --run-all --jobs 1
+	python -m apodistill.reporting.seeds --out reports/seeds $(foreach s,$(SEEDS),seed-$(s))

@@ -93,7 +93,7 @@ REJECTED = {
     "fractions": ("fetch.test_fraction", lambda d: d["fetch"].update(val_fraction=0.4, test_fraction=0.6), "< 1"),
     "unknown weight": ("teachers.weights", lambda d: d["teachers"]["weights"].__setitem__("gpt6", 1.0), "gpt6"),
     "unknown loss": ("apo.loss", lambda d: d["apo"].__setitem__("loss", "dpo"), "known: pairwise, plackett_luce"),
-    "unknown method": ("self_distill.method", lambda d: d["self_distill"].__setitem__("method", "mean"), "known: in_context, vote"),
+    "unknown method": ("self_distill.method", lambda d: d["self_distill"].__setitem__("method", "mean"), "known: dawid_skene, in_context, vote, weighted_vote"),
     "unknown backend": ("teachers.roster.0", lambda d: d["teachers"]["roster"][0].__setitem__("backend", "grpc"), "known: hf, openai, simulated"),
     "unknown detector": ("validate.detector", lambda d: d["validate"].__setitem__("detector", "kswin"), "known: adwin, page_hinkley"),
     "no template": ("teachers.tasks", lambda d: d["teachers"].__setitem__("tasks", ["single", "pair"]), "pair_blind.txt"),

@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 SMOKE = {
     "fetch": {"n_patients": 36, "studies_per_patient": 2},
     "spd": {"optim": {"steps": 12, "batch_size": 8, "checkpoint_every": 5, "log_every": 2}},
-    "self_distill": {"batch_size": 32, "max_new_tokens": 48},
-    "apo": {"optim": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1}},
+    "self_distill": {"batch_size": 32, "max_new_tokens": 48, "compare_sample": 8},
+    "apo": {"pairwise_baseline": True, "optim": {"steps": 4, "epochs": None, "batch_size": 2, "checkpoint_every": 2, "log_every": 1}},
     "evaluate": {"bootstrap": 20, "batch_size": 32, "max_new_tokens": 48},
 }
 
@@ -73,7 +73,7 @@ def test_headline_is_the_only_dvc_metrics_file(repo):
     no timings (wall times are in each stage's sidecar)."""
     dst, env = repo
     head = json.loads((dst / "reports" / "headline.json").read_text())
-    assert list(head)[0] == "apo.acc.mean" and "apo.vs_spd.acc.ci_low" in head and 8 <= len(head) <= 25
+    assert list(head)[0] == "apo.pair_acc.mean" and "apo.vs_spd.pair_acc.ci_low" in head and 8 <= len(head) <= 30, list(head)
     assert not [k for k in head if "seconds" in k or k.startswith("teacher.")]
     assert json.loads((dst / "reports" / "provenance" / "spd.json").read_text())["wall_seconds"] > 0
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], dst, env).stdout)
@@ -85,14 +85,19 @@ def test_metrics_cover_every_system(repo):
     dst, _ = repo
     m = json.loads((dst / "reports" / "metrics.json").read_text())
     params = yaml.safe_load((dst / "params.yaml").read_text())
-    systems = [f"teacher.{t['name']}" for t in params["teachers"]["roster"]] + ["spd", "apo", "pairwise", "majority_vote", "best_teacher"]
+    systems = [f"teacher.{t['name']}" for t in params["teachers"]["roster"]] + [
+        "spd", "apo", "pairwise", "control", "majority_vote", "best_teacher", "mean_teacher"]
     for s in systems:
-        for f in params["base"]["findings"]:
-            assert f"{s}.acc.{f}" in m, f"{s}.acc.{f} missing"
-        assert 0.0 <= m[f"{s}.acc.mean"] <= 1.0
-    assert "apo.bleu4" in m and "apo.rouge_l" in m
-    for out in ("data/benchmark", "data/trajectories", "data/validated", "models/spd", "data/consensus", "models/apo",
-                "models/apo_pairwise", "reports/eval"):
+        for acc in ("pair_acc", "acc"):  # MS-CXR-T pairs and single studies
+            for f in params["base"]["findings"]:
+                assert f"{s}.{acc}.{f}" in m, f"{s}.{acc}.{f} missing"
+            assert 0.0 <= m[f"{s}.{acc}.mean"] <= 1.0
+    assert "apo.bleu4" in m and "apo.rouge_l" in m and "apo.pair_faith.contradiction" in m and "spd.vs_mean_teacher.pair_acc.diff" in m
+    assert any(k.startswith("inherit.") for k in m), "no bias inheritance measured against the control arm"
+    sd = json.loads((dst / "reports" / "self_distill.json").read_text())
+    assert {f"self_distill.acc.{x}.single" for x in ("vote", "weighted_vote", "dawid_skene", "in_context")} <= set(sd)
+    for out in ("data/benchmark", "data/trajectories", "data/validated", "models/spd", "models/control", "data/consensus",
+                "models/apo", "models/apo_pairwise", "reports/eval"):
         prov = json.loads((dst / out / "provenance.json").read_text())
         assert prov["versions"]["torch"] and prov["config"]["base"]["seed"] == params["base"]["seed"]
         assert not {"git_revision", "time", "host", "argv"} & set(prov), out  # volatile: in the sidecar only
@@ -151,33 +156,6 @@ def test_changed_param_changes_the_output(repo):
     assert json.loads((dst / "reports" / "apo.json").read_text())["apo.ref_cache_hit"] == 1
 
 
-def test_spd_to_apo_on_two_cpu_processes(repo):
-    """`base.accelerate: multi_cpu`: spd -> self_distill -> apo rerun on 2 gloo processes, each
-    stage with one MLflow run, one reference cache and the effective batch on record."""
-    import sqlite3
-    from collections import Counter
-
-    def runs() -> Counter:
-        return Counter(r[0] for r in sqlite3.connect(dst / "mlflow.db").execute("select name from runs"))
-
-    dst, env = repo
-    before = runs()
-    p = yaml.safe_load((dst / "params.yaml").read_text())
-    p["base"]["accelerate"] = "multi_cpu"
-    (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    out = _run(["dvc", "repro", "apo"], dst, env).stdout
-    assert all(f"Running stage '{s}'" in out for s in ("spd", "self_distill", "apo"))
-    spd, apo = (json.loads((dst / "reports" / f"{s}.json").read_text()) for s in ("spd", "apo"))
-    micro = SMOKE["spd"]["optim"]["batch_size"]
-    assert (spd["spd.processes"], spd["spd.effective_batch"]) == (2, 2 * micro)
-    assert (apo["apo.processes"], apo["apo.ref_cache_hit"]) == (2, 0)
-    assert json.loads((dst / "models" / "spd" / "provenance.json").read_text())["effective_batch"] == 2 * micro
-    lrs = [float(r.split(",")[2]) for r in (dst / "reports" / "curves" / "spd.csv").read_text().splitlines()[1:]]
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # no warm-up at this size: the cosine only decays
-    assert runs() - before == Counter({"spd": 1, "self_distill": 1, "apo": 1})
-    assert sorted(x.name for x in (dst / "models" / "apo_ref").iterdir()) == ["key.json", "ref_logps.parquet"]
-
-
 def _runs_by_experiment(dst: Path, env: dict) -> dict[str, list[str]]:
     """{dvc_experiment tag: [stage, ...]} of every run in the repository's own store."""
     import sqlite3
@@ -210,3 +188,30 @@ def test_queued_experiment_reuses_spd_and_logs_to_the_repository_store(repo):
     table = _run([sys.executable, "-m", "apodistill.cli", "compare", "smoke-beta"], dst, env).stdout
     beta = next(line.split() for line in table.splitlines() if line.startswith("apo.beta "))
     assert beta[-1] == ".300" and max(map(len, table.splitlines())) <= 200, table
+
+
+def test_spd_to_apo_on_two_cpu_processes(repo):
+    """`base.accelerate: multi_cpu`: spd -> self_distill -> apo rerun on 2 gloo processes, each
+    stage with one MLflow run, one reference cache and the effective batch on record."""
+    import sqlite3
+    from collections import Counter
+
+    def runs() -> Counter:
+        return Counter(r[0] for r in sqlite3.connect(dst / "mlflow.db").execute("select name from runs"))
+
+    dst, env = repo
+    before = runs()
+    p = yaml.safe_load((dst / "params.yaml").read_text())
+    p["base"]["accelerate"] = "multi_cpu"
+    (dst / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    out = _run(["dvc", "repro", "apo"], dst, env).stdout
+    assert all(f"Running stage '{s}'" in out for s in ("spd", "self_distill", "apo"))
+    spd, apo = (json.loads((dst / "reports" / f"{s}.json").read_text()) for s in ("spd", "apo"))
+    micro = SMOKE["spd"]["optim"]["batch_size"]
+    assert (spd["spd.processes"], spd["spd.effective_batch"]) == (2, 2 * micro)
+    assert (apo["apo.processes"], apo["apo.ref_cache_hit"]) == (2, 0)
+    assert json.loads((dst / "models" / "spd" / "provenance.json").read_text())["effective_batch"] == 2 * micro
+    lrs = [float(r.split(",")[2]) for r in (dst / "reports" / "curves" / "spd.csv").read_text().splitlines()[1:]]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))  # no warm-up at this size: the cosine only decays
+    assert runs() - before == Counter({"spd": 1, "self_distill": 1, "apo": 1})
+    assert sorted(x.name for x in (dst / "models" / "apo_ref").iterdir()) == ["key.json", "ref_logps.parquet"]

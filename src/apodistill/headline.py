@@ -17,9 +17,12 @@ new consensus method or a new student finds its way into it:
   one level deeper, stays in the detail);
 - APO against SPD-only with its paired-bootstrap interval, and against the best teacher,
   on pairs when the run has them (else single studies);
-- consensus accuracy (``consensus.*acc*``, ``self_distill.*acc*``);
-- faithfulness of the reasoning and bias inheritance per student (``<student>.faithful*``,
-  ``<student>.bias*``; a student is a system with ``<student>.vs_best_teacher.*`` keys);
+- SPD-only against the mean teacher (difference);
+- consensus accuracy on train per method and task (``self_distill.acc.<method>.<task>``);
+- how often each student's reasoning contradicts its own answer on the headline task
+  (``<student>.<task>_faith.contradiction``; a student is a system with
+  ``<student>.vs_best_teacher.*`` keys; the rest of faithfulness and bias inheritance stay in
+  the detail and the report);
 - the data: teachers flagged for drift, share of trajectories quarantined.
 """
 
@@ -38,8 +41,11 @@ HEADLINE_PATTERNS: tuple[str, ...] = (
     r"^\w+\.acc\.mean$",
     r"^apo\.vs_spd\.{primary}\.(diff|ci_low|ci_high)$",
     r"^apo\.vs_best_teacher\.{primary}\.diff$",
+    r"^spd\.vs_mean_teacher\.{primary}\.diff$",
     r"^(consensus|self_distill)\.(\w+\.)*\w*acc\w*(\.mean)?$",
+    r"^self_distill\.acc\.\w+\.(pair|single)$",
     r"^({students})\.(faithful\w*|bias\w*)(\.mean)?$",
+    r"^({students})\.{primary_task}_faith\.contradiction$",
     r"^drift\.flagged_teachers$",
     r"^quarantine\.fraction$",
 )
@@ -56,7 +62,8 @@ def headline_keys(keys: Iterable[str], patterns: Iterable[str] = HEADLINE_PATTER
     students = sorted({k.split(".", 1)[0] for k in keys if re.match(r"^\w+\.vs_best_teacher\.", k)}) or ["apo"]
     out: list[str] = []
     for pattern in patterns:
-        rx = re.compile(pattern.replace("{primary}", primary).replace("{students}", "|".join(map(re.escape, students))))
+        task = "pair" if primary == "pair_acc" else "single"
+        rx = re.compile(pattern.replace("{primary_task}", task).replace("{primary}", primary).replace("{students}", "|".join(map(re.escape, students))))
         out += sorted((k for k in keys if k not in out and rx.search(k)), key=_reading_order)
     return out
 
