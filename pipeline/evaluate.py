@@ -118,14 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     st.save(out, **facts)
     artifacts = []
     if args.html:
-        from apodistill.provenance import volatile
-
         inputs = ReportInputs(
             systems=systems_in_order(teachers, best, notes), tasks=tasks, findings=findings, split=cfg.split,
             counts={t: len(g) for t, g in gold.items()}, best_teacher=best,
             image_path=lambda s: resolve_image(bench, image_of[s]) if s in image_of else None,
             reports=dict(zip(studies["study_id"], studies["report"].fillna(""))), examples=cfg.examples,
-            provenance={**st.record(**facts), **volatile("evaluate")},  # the report says which code made it
+            provenance=st.record(**facts),  # no git revision or time: DVC hashes the report (they are in the sidecar)
             inheritance=inheritance, consensus_methods=methods,
             setting=training_setting(st.config),  # the training setting, from the resolved params
         )  # fmt: skip

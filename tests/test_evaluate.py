@@ -125,3 +125,6 @@ def test_describe_student(tmp_path):
     record = {"stage": "apo", "config": {"apo": {"loss": "pairwise", "beta": 0.2, "optim": {"steps": 200, "lr": 1e-4}}}}
     (tmp_path / "provenance.json").write_text(json.dumps(record))
     assert ev.describe_student(tmp_path) == "apo: loss pairwise, beta 0.2, 200 steps, lr 0.0001"
+    record["config"]["apo"]["optim"]["epochs"] = 1  # training uses epochs when set: so does the description
+    (tmp_path / "provenance.json").write_text(json.dumps(record))
+    assert ev.describe_student(tmp_path) == "apo: loss pairwise, beta 0.2, 1 epoch, lr 0.0001"

@@ -93,6 +93,12 @@ def test_stage_outputs(stage_env, monkeypatch):
     for row in ("SPD only", "SPD + pairwise DPO (not run)", "SPD + consensus + APO", "Best single teacher (gpt5, chosen on val)", "(published)"):
         assert row in html, row
     assert (reports / "eval.md").read_text().count("![") == 4  # 2 accuracy charts, 2 confusion grids
+    from apodistill.provenance import volatile
+
+    rev = volatile("evaluate")["git_revision"].removesuffix("-dirty")
+    for report in ("index.html", "eval.md"):  # DVC hashes the reports: the revision lives in the sidecar only
+        text = (reports / report).read_text()
+        assert rev not in text and "reports/provenance/evaluate.json" in text, report
     assert sorted(map(str, logged["artifacts"])) == sorted([str(reports / "index.html"), str(reports / "eval.md")])
     plots = reports / "eval" / "plots"
     assert (plots / "accuracy.csv").is_file() and len(list((plots / "confusion").glob("*.csv"))) == 2 * 2 * len(FINDINGS)

@@ -287,7 +287,7 @@ def describe_student(folder: str | Path) -> str:
     section = config.get(stage, {}) if isinstance(config, dict) else {}
     optim = section.get("optim", {}) if isinstance(section, dict) else {}
     parts = [f"loss {section['loss']}" if "loss" in section else "", f"beta {section['beta']:g}" if "beta" in section else "",
-             f"{optim['steps']} steps" if optim.get("steps") else (f"{optim['epochs']} epochs" if optim.get("epochs") else ""),
+             f"{optim['epochs']:g} epoch{'s' if optim['epochs'] != 1 else ''}" if optim.get("epochs") else (f"{optim['steps']} steps" if optim.get("steps") else ""),  # epochs win, as in training
              f"lr {optim['lr']:g}" if "lr" in optim else ""]  # fmt: skip
     detail = ", ".join(x for x in parts if x)
     return f"{stage}: {detail}" if detail else stage
