@@ -74,8 +74,11 @@ $(BENCH_STAMP): $(STAMP)
 run: $(STAMP)
 	dvc repro
 
+# Two pytest workers, one test file each at a time (the e2e file shares one smoke repository);
+# conftest.py gives each worker one torch thread. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(TEST_STAMP)
-	python -m pytest -q
+	python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 bench: $(BENCH_STAMP)
 	python bench/apo_vs_trl.py

@@ -9,6 +9,11 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers on a 2-core machine: one torch thread each (and in the
+    # stages the e2e tests launch: accelerate takes OMP_NUM_THREADS), else OpenMP threads spin
+    # against each other. Results do not depend on the thread count (docs: Reproducibility).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path
 
