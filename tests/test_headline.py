@@ -45,7 +45,7 @@ def test_headline_is_about_twenty_keys_pairs_first_no_per_teacher_or_per_finding
 
 
 def test_summary_stage_on_the_committed_reports(tmp_path):
-    """The summary stage over today's committed reports (single studies only)."""
+    """The summary stage over today's committed reports (pairs and single studies)."""
     spec = importlib.util.spec_from_file_location("summary_stage", ROOT / "pipeline" / "summary.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
@@ -53,8 +53,10 @@ def test_summary_stage_on_the_committed_reports(tmp_path):
     reports = ["--report", f"validate={ROOT / 'reports/validate.json'}", "--report", f"evaluate={ROOT / 'reports/metrics.json'}"]
     assert stage.main([*common, *reports]) == 0
     head = json.loads((tmp_path / "h.json").read_text())
-    assert list(head)[:2] == ["apo.acc.mean", "best_teacher.acc.mean"] and len(head) <= 20
-    assert list(head).index("apo.vs_spd.acc.diff") < list(head).index("apo.vs_spd.acc.ci_low") < list(head).index("apo.vs_spd.acc.ci_high")
+    keys = list(head)
+    assert keys[:2] == ["apo.pair_acc.mean", "best_teacher.pair_acc.mean"] and len(head) <= 30, keys
+    assert keys.index("control.pair_acc.mean") < keys.index("apo.acc.mean")  # the paper's task first
+    assert keys.index("apo.vs_spd.pair_acc.diff") < keys.index("apo.vs_spd.pair_acc.ci_low") < keys.index("apo.vs_spd.pair_acc.ci_high")
     assert head["quarantine.fraction"] == round(json.loads((ROOT / "reports/validate.json").read_text())["quarantine.fraction"], 4)
     assert stage.main([*common, "--report", "spd=nowhere.json"]) == 2
 
