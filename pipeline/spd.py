@@ -11,10 +11,8 @@ A killed run resumes from the last checkpoint in --checkpoints when its config a
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 
-from apodistill.stage import Stage, make_accelerator, read_weights, stage_parser
+from apodistill.stage import Stage, stage_parser
 
 READS = ("base.seed", "base.findings", "base.accelerate", "spd", "self_distill.context", "teachers.roster")
 
@@ -34,52 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     st = Stage.begin("spd", args, READS, torch=True)
-    params, cfg, base = st.params, st.params.spd, st.params.base
-    import pandas as pd
+    from apodistill.training.spd import run_spd_stage
 
-    from apodistill.student import save_student
-    from apodistill.training.data import ImageStore
-    from apodistill.training.loop import batch_record, clear_checkpoints
-    from apodistill.training.spd import build_examples, train_spd
-
-    accelerator = make_accelerator(cfg.optim.bf16)
-
-    # data
-    studies = pd.read_parquet(Path(args.benchmark) / "studies.parquet")
-    traj = pd.read_parquet(Path(args.trajectories) / "trajectories.parquet")
-    traj = traj[traj["split"] == "train"].reset_index(drop=True)
-    examples, counts = build_examples(
-        traj, studies, read_weights(args.trajectories), base.findings, params.teachers.names(), args.templates,
-        cfg.consensus_fraction, params.self_distill.context, base.seed,
-    )  # fmt: skip
-    images = ImageStore(args.benchmark, cfg.image_size)
-
-    # work
-    t0 = time.time()
-    model, processor, base_ref, result = train_spd(cfg, examples, images, accelerator, args.checkpoints, args.curve, base.seed)
-    seconds = round(time.time() - t0, 1)
-    if not accelerator.is_main_process:
-        return 0
-
-    # save
-    save_student(model, processor, args.out, base=base_ref, extra={"stage": "spd", "image_size": cfg.image_size, "max_length": cfg.max_length})
-    batch = batch_record(accelerator, cfg.optim)  # processes x micro-batch x accumulation
-    st.save(args.out, **batch)
-    st.note(resumed_from_step=result.resumed_from)
-    last = result.rows[-1] if result.rows else {}
-    metrics = {
-        "spd.steps": result.steps,
-        "spd.final_loss": float(last.get("loss", float("nan"))),
-        "spd.train_seconds": seconds,
-        "spd.parameters": int(sum(p.numel() for p in model.parameters())),
-        **{f"spd.{k}": v for k, v in counts.items()},
-        **{f"spd.{k}": v for k, v in batch.items()},
-    }
-
-    # log
-    st.finish(metrics, args.metrics, curves={"spd.curve": result.rows})
-    clear_checkpoints(args.checkpoints)
-    return 0
+    return run_spd_stage(st, args, "trajectories.parquet")  # data, work, save, log: shared with the control arm
 
 
 if __name__ == "__main__":

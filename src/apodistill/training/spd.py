@@ -182,3 +182,60 @@ def train_spd(
         stop_after=stop_after,
     )
     return accelerator.unwrap_model(model), processor, base, result
+
+
+def run_spd_stage(st: Any, args: Any, trajectories_file: str, extra_metrics: dict[str, float] | None = None) -> int:
+    """The body of the `spd` and `control` stages: the same settings (``spd:``) and code, only the
+    trajectories differ (the control arm reads the label-conditioned ones). ``st`` is the stage's
+    `apodistill.stage.Stage`; ``args`` its parsed flags (benchmark, trajectories, templates, out,
+    checkpoints, metrics, curve). Trains on every process; the main process saves the student,
+    its provenance (with the effective batch), the metrics, the curve and the MLflow run, then
+    clears the checkpoints. Metric keys are prefixed with the stage's name."""
+    import time
+    from pathlib import Path
+
+    from apodistill.stage import make_accelerator, read_weights
+    from apodistill.student import save_student
+    from apodistill.training.loop import batch_record, clear_checkpoints
+
+    name, params = st.name, st.params
+    cfg, base = params.spd, params.base
+    accelerator = make_accelerator(cfg.optim.bf16)
+
+    # data
+    studies = pd.read_parquet(Path(args.benchmark) / "studies.parquet")
+    traj = pd.read_parquet(Path(args.trajectories) / trajectories_file)
+    traj = traj[traj["split"] == "train"].reset_index(drop=True)
+    examples, counts = build_examples(
+        traj, studies, read_weights(args.trajectories), base.findings, params.teachers.names(), args.templates,
+        cfg.consensus_fraction, params.self_distill.context, base.seed,
+    )  # fmt: skip
+    images = ImageStore(args.benchmark, cfg.image_size)
+
+    # work
+    t0 = time.time()
+    model, processor, base_ref, result = train_spd(cfg, examples, images, accelerator, args.checkpoints, args.curve, base.seed)
+    seconds = round(time.time() - t0, 1)
+    if not accelerator.is_main_process:
+        return 0
+
+    # save
+    save_student(model, processor, args.out, base=base_ref, extra={"stage": name, "image_size": cfg.image_size, "max_length": cfg.max_length})
+    batch = batch_record(accelerator, cfg.optim)  # processes x micro-batch x accumulation
+    st.save(args.out, **batch)
+    st.note(resumed_from_step=result.resumed_from)
+    last = result.rows[-1] if result.rows else {}
+    metrics = {
+        **(extra_metrics or {}),
+        f"{name}.steps": result.steps,
+        f"{name}.final_loss": float(last.get("loss", float("nan"))),
+        f"{name}.train_seconds": seconds,
+        f"{name}.parameters": int(sum(p.numel() for p in model.parameters())),
+        **{f"{name}.{k}": v for k, v in counts.items()},
+        **{f"{name}.{k}": v for k, v in batch.items()},
+    }
+
+    # log
+    st.finish(metrics, args.metrics, curves={f"{name}.curve": result.rows})
+    clear_checkpoints(args.checkpoints)
+    return 0
