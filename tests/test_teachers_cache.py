@@ -65,6 +65,19 @@ def test_key_changes_only_with_what_changes_the_answer(tmp_path, setup):
     assert set(unchanged) <= set(out.table.record_id)
 
 
+def test_an_edited_simulator_never_reuses_the_old_answers(tmp_path, setup, monkeypatch):
+    """The simulated backend's key holds a digest of its code (as the hf backend's holds its
+    weights): answers cached before an edit of the simulator are asked again, not reused."""
+    from apodistill.teachers import simulated
+
+    bench, cfg = setup
+    assert simulated.SIMULATOR_CODE == simulated.simulator_digest() and len(simulated.SIMULATOR_CODE) == 16
+    assert sum(_run(tmp_path, cfg, bench).requested.values()) == 60
+    assert sum(_run(tmp_path, cfg, bench).requested.values()) == 0
+    monkeypatch.setattr(simulated, "SIMULATOR_CODE", "edited-phrases")  # what an edit of phrases.py does to it
+    assert sum(_run(tmp_path, cfg, bench).requested.values()) == 60
+
+
 def test_unreadable_image_is_an_error_row_and_is_retried(tmp_path, setup):
     bench, cfg = setup
     img = bench / "images/s00004.png"

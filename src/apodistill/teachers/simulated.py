@@ -25,7 +25,26 @@ from apodistill.teachers.profiles import Profile, error_logit, get_profile, inte
 
 _IMAGE_TOKENS = 256  # what a 2x2-merged ViT charges for one image, roughly
 _BREAKS = ("no_think_close", "no_answer", "no_answer_close", "bad_line")
-SIMULATOR_VERSION = 2  # part of every cache key: a new error model never reuses old answers
+
+
+def simulator_digest() -> str:
+    """A digest of the code that writes a simulated answer: this module, the phrases, the
+    profiles and the trajectory format. It is the simulator's "weights" (as the hf backend's
+    folder fingerprint is) and part of every cache key, so an edited simulator never reuses the
+    answers of an earlier one. A hand-bumped version number did not: answers cached before a
+    wording change were reused, and the committed reports could not be reproduced from the code."""
+    from pathlib import Path
+
+    from apodistill import findings
+    from apodistill.teachers import profiles
+
+    h = hashlib.sha256()
+    for path in sorted({__file__, phrases.__file__, profiles.__file__, findings.__file__}):
+        h.update(Path(path).name.encode() + b"\0" + Path(path).read_bytes())
+    return h.hexdigest()[:16]
+
+
+SIMULATOR_CODE = simulator_digest()
 
 
 def _hash_int(*parts: Any) -> int:
@@ -170,7 +189,7 @@ class SimulatedBackend(Backend):
 
     def answer_params(self, request: Request) -> dict[str, Any]:
         return {
-            "simulator": SIMULATOR_VERSION,
+            "simulator": SIMULATOR_CODE,
             "profile": self.profile.name,
             "seed": self.ctx.seed,
             "post_drift": request.post_drift,
