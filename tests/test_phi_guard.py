@@ -114,3 +114,22 @@ def test_approved_and_local_teachers_may_read_credentialed_data(tmp_path, key):
         cfg = teachers_config(roster=roster, tasks=["single"])
         out = run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
         assert (out.table.status == "ok").all() and len(server.log) == 2
+
+
+def test_a_table_path_leaving_a_relative_benchmark_folder_is_refused(tmp_path, key, monkeypatch):
+    """DVC passes `--benchmark data/benchmark`, relative: a table path that climbs out of it
+    (`../../outside/x.png`) must be judged where it really lies, outside the recorded folder."""
+    bench = make_benchmark(tmp_path / "data" / "benchmark", n_patients=2, studies_per_patient=1)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    studies = pd.read_parquet(bench / "studies.parquet")
+    for i, rel in enumerate(studies["image_path"]):
+        shutil.copy(bench / rel, outside / f"x{i}.png")
+    studies["image_path"] = [f"../../outside/x{i}.png" for i in range(len(studies))]
+    studies.to_parquet(bench / "studies.parquet", index=False)
+    monkeypatch.chdir(tmp_path)
+    with FakeOpenAIServer() as server:
+        cfg = teachers_config(roster=[_remote(server.url, "remote")], tasks=["single"])
+        with pytest.raises(PhiGuardError, match="lie outside the folders source.json covers"):
+            run_teachers(cfg, DEFAULT.base, "synthetic", Path("data/benchmark"), TEMPLATES, tmp_path / "c.sqlite", progress=False)
+        assert server.log == []

@@ -27,7 +27,7 @@ from apodistill.findings import TrajectoryParseError, parse_trajectory
 from apodistill.teachers.backends import BACKENDS, Backend, Budget, Request, Result, RunContext, cost_usd, is_free
 from apodistill.teachers.cache import TeacherCache, record_key
 from apodistill.teachers.guard import check_phi
-from apodistill.teachers.prompts import build_requests, load_templates, prevalence, resolve_image
+from apodistill.teachers.prompts import build_requests, load_templates, prevalence
 from apodistill.teachers.stats import teacher_stats
 
 TRAJECTORY_COLUMNS = (
@@ -101,12 +101,14 @@ def _table_for(bench: Benchmark, task: str) -> tuple[pd.DataFrame, int]:
 
 
 def _images_to_send(bench: Benchmark, tasks: list[str]) -> list[str]:
-    """Every image path a request of ``tasks`` would carry, resolved as the prompts resolve them."""
+    """Every image path a request of ``tasks`` would carry, as the tables hold it: the guard
+    resolves relative paths against the benchmark folder itself (joining them here first put a
+    relative folder in front twice, so a path leaving the folder looked inside it)."""
     paths: list[str] = []
     for task in tasks:
         table, _ = _table_for(bench, task)
         cols = ("image_path",) if task == "single" else ("prior_image_path", "current_image_path")
-        paths += [str(resolve_image(bench.folder, p)) for c in cols if c in table for p in table[c].astype(str)]
+        paths += [p for c in cols if c in table for p in table[c].astype(str)]
     return paths
 
 
