@@ -121,20 +121,20 @@ class Stage:
         return cls(name, params, pick(params, reads), seeds, getattr(args, "provenance", None),
                    not getattr(args, "no_mlflow", False))  # fmt: skip
 
-    def record(self, **facts: Any) -> dict[str, Any]:
-        """The stable provenance record (what ``save`` writes)."""
+    def record(self, config: dict[str, Any] | None = None, **facts: Any) -> dict[str, Any]:
+        """The stable provenance record (what ``save`` writes); ``config`` as in :meth:`save`."""
         from apodistill.provenance import record
 
-        return record(self.name, self.config, self.seeds, **facts)
+        return record(self.name, self.config if config is None else config, self.seeds, **facts)
 
     def save(self, out: str | Path, config: dict[str, Any] | None = None, **facts: Any) -> Path:
         """Write ``provenance.json`` into the output folder ``out``: stable facts only.
 
         ``config`` replaces the stage's config for an output made with other settings
         (apo's pairwise baseline)."""
-        from apodistill.provenance import record, write_json
+        from apodistill.provenance import write_json
 
-        return write_json(out, record(self.name, self.config if config is None else config, self.seeds, **facts))
+        return write_json(out, self.record(config, **facts))
 
     def seconds(self) -> float:
         """Wall seconds since :meth:`begin`."""

@@ -181,7 +181,7 @@ def _build_into(params, out_dir: Path) -> dict[str, Any]:
         raise DataError(
             f"{len(bad)} of {len(paths)} images ({bad_fraction:.2%}) are unusable, more than "
             f"fetch.max_bad_fraction={params.fetch.max_bad_fraction:.2%}; reasons: "
-            f"{'; '.join(f'{n} x {r}' for r, n in pd.Series(list(bad.values())).value_counts().head(5).items())}; "
+            f"{_reasons(pd.DataFrame({'reason': list(bad.values())}), k=5)}; "
             f"e.g. {', '.join(list(bad)[:3])}"
         )
     drops = drop_counts(tables, bad)

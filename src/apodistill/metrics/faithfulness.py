@@ -27,6 +27,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from apodistill.data.synthetic import level_of  # the benchmark's size levels (small, moderate, large)
+
 
 _SIDE = re.compile(r"\b(left|right|bilateral|both)\b")
 _SIZE = {"small": 1, "mild": 1, "tiny": 1, "trace": 1, "moderate": 2, "large": 3, "severe": 3, "extensive": 3}
@@ -34,11 +36,6 @@ _SIZE_RE = re.compile(r"\b(" + "|".join(_SIZE) + r")\b")
 _UP = re.compile(r"\b(increas\w*|larger|worse\w*|progress\w*|new)\b")
 _DOWN = re.compile(r"\b(decreas\w*|smaller|improv\w*|resolv\w*|resolution)\b")
 _SAME = re.compile(r"\b(unchanged|stable|no interval change|either study|current or the prior)\b")
-_LEVELS = (0.3, 0.6, 0.9)
-
-
-def _level(severity: float) -> int:
-    return 0 if not severity or severity <= 0 else 1 + int(np.argmin([abs(severity - v) for v in _LEVELS]))
 
 
 def finding_sentences(think: str, findings: Sequence[str]) -> dict[str, list[tuple[str, float]]]:
@@ -100,7 +97,7 @@ def faithfulness(aligned: pd.DataFrame, gold: pd.DataFrame, findings: Sequence[s
             m = _SIZE_RE.findall(text)
             if m:
                 size_n += 1
-                size_ok += _SIZE[m[-1]] == _level(severity)  # the last size named is the current one
+                size_ok += _SIZE[m[-1]] == level_of(severity)  # the last size named is the current one
     nan = float("nan")
     return {
         "contradiction": contradictions / cells if cells else nan,

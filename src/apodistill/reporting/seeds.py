@@ -19,6 +19,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Sequence
 
+from apodistill.tracking import flatten
+
 # (label, metrics key) of the numbers shown; pairs (MS-CXR-T) first
 NUMBERS: tuple[tuple[str, str], ...] = (
     ("APO, pairs", "apo.pair_acc.mean"),
@@ -48,16 +50,6 @@ MEAN_CLAIMS: tuple[tuple[str, str, str], ...] = (
 CONSENSUS = ("chosen consensus > plain vote (train)", "self_distill.acc.{method}.{task}", "self_distill.acc.vote.{task}")
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def exp_metrics(names: Sequence[str], cwd: str | Path = ".") -> dict[str, dict[str, float]]:
     """Flat metrics of each named experiment (``dvc exp show --json``), keyed by experiment name."""
     raw = json.loads(subprocess.run(["dvc", "exp", "show", "--json", "--no-pager"], cwd=cwd, capture_output=True,
@@ -71,10 +63,10 @@ def exp_metrics(names: Sequence[str], cwd: str | Path = ".") -> dict[str, dict[s
             if name in names and isinstance(data, dict) and data.get("metrics"):
                 flat: dict[str, float] = {}
                 for file in data["metrics"].values():
-                    flat.update(_flatten(file.get("data", {})))
+                    flat.update(flatten(file.get("data", {})))
                 params: dict[str, Any] = {}
                 for file in (data.get("params") or {}).values():
-                    params.update(_flatten(file.get("data", {})))
+                    params.update(flatten(file.get("data", {})))
                 found[name] = {**flat, **{f"params.{k}": v for k, v in params.items()}}
             for v in node.values():
                 visit(v)

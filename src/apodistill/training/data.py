@@ -9,14 +9,13 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from apodistill.consensus import TeacherAnswer
+from apodistill.consensus import StudyKey, TeacherAnswer
 from apodistill.findings import display, parse_trajectory
 from apodistill.student.encode import load_template, prepare_image, render_template
 
 TASK_TEMPLATES = {"single": "single.txt", "pair": "pair.txt"}
 CONSENSUS_TEMPLATE = "consensus.txt"
 
-StudyKey = tuple[str, str, str | None]  # (task, study_id, prior_study_id)
 
 
 @dataclass(frozen=True)
