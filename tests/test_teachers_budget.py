@@ -34,7 +34,7 @@ def key(monkeypatch):
 def _roster(url: str, concurrency: int = 4) -> list[dict]:
     return [{"name": "paid", "backend": "openai", "model": "gpt-5", "base_url": url, "api_key_env": KEY_ENV,
              "concurrency": concurrency, "rpm": 60000, "timeout_s": 10, "usd_per_1m_input": PRICE_IN,
-             "usd_per_1m_output": PRICE_OUT}]
+             "usd_per_1m_output": PRICE_OUT, "hedge_factor": None}]  # a loop stall must not hedge (duplicate) a request
 
 
 def _cfg(roster, budget):
