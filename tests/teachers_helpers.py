@@ -6,6 +6,8 @@ random labels and small unique PNG images, so the teachers stage can be tested a
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,19 @@ from PIL import Image
 
 from apodistill.data.sources import source_record, write_source_record
 from apodistill.findings import CHEXPERT_14, MS_CXR_T_5
+
+@contextlib.contextmanager
+def gc_held():
+    """Hold the garbage collector for a timed teachers run: a full collection in a test worker
+    that has loaded torch can stall the event loop past a short deadline or hedge threshold,
+    so a normal answer would be timed out or duplicated."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
 
 ROSTER = ("gpt5", "gemini25", "sonnet4", "qwen_vl_max", "grok4", "glm45v", "moonshot")
 

@@ -4,7 +4,6 @@ that hung requests never hold a teacher's other work. Against a local server on 
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 import sqlite3
 import threading
@@ -12,7 +11,7 @@ import time
 
 import pandas as pd
 import pytest
-from teachers_helpers import make_benchmark
+from teachers_helpers import gc_held, make_benchmark
 
 from fake_openai_server import FakeOpenAIServer
 from params_helpers import DEFAULT, teachers_config
@@ -49,17 +48,11 @@ class FirstArrivals:
 
 
 def _run(url: str, bench, cache, **kw):
-    """One run, with the garbage collector held: a full collection in a test worker that has
-    loaded torch stalls the loop long enough to hedge or time out a normal answer."""
     cfg = teachers_config(roster=_roster(url, **kw), tasks=["single"])
-    gc.collect()
-    gc.disable()
-    try:
+    with gc_held():
         t0 = time.monotonic()
         out = run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, cache, progress=False)
         return out, time.monotonic() - t0
-    finally:
-        gc.enable()
 
 
 def test_four_hung_requests_do_not_stall_the_teacher(tmp_path):

@@ -6,14 +6,13 @@ credentialed images before any request; the API key must never be written anywhe
 
 from __future__ import annotations
 
-import gc
 import sqlite3
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from teachers_helpers import make_benchmark
+from teachers_helpers import gc_held, make_benchmark
 
 from apodistill.config import load_params
 from params_helpers import DEFAULT, teachers_config
@@ -85,8 +84,7 @@ def _faults(tmp_path: Path, scenarios: list[str], n_patients: int, timeout_s: fl
     loaded CI machine can lose on any request (a stall past it times out an attempt the
     server never read): CI once saw 4 attempts and 3 requests for an always_500 study with a
     0.5 s deadline. So they run apart, and the other scenarios run under a 30 s deadline
-    that no stall reaches. The garbage collector is held for the run: a full collection in a
-    worker that has loaded torch is such a stall.
+    that no stall reaches.
     """
     bench = make_benchmark(tmp_path / "b", n_patients=n_patients, studies_per_patient=2)
     ids = _identities(bench)
@@ -96,14 +94,9 @@ def _faults(tmp_path: Path, scenarios: list[str], n_patients: int, timeout_s: fl
         steps = SCENARIOS[scenario_of[ident]]
         return steps[min(attempt, len(steps) - 1)]
 
-    gc.collect()
-    gc.disable()
-    try:
-        with FakeOpenAIServer(plan=plan, timeout_sleep_s=4 * timeout_s, retry_after="0.3") as server:
-            cfg = teachers_config(roster=_roster(server.url, timeout_s=timeout_s), weights="auto", tasks=["single"])
-            out = run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
-    finally:
-        gc.enable()
+    with gc_held(), FakeOpenAIServer(plan=plan, timeout_sleep_s=4 * timeout_s, retry_after="0.3") as server:
+        cfg = teachers_config(roster=_roster(server.url, timeout_s=timeout_s), weights="auto", tasks=["single"])
+        out = run_teachers(cfg, DEFAULT.base, "synthetic", bench, TEMPLATES, tmp_path / "c.sqlite", progress=False)
     table = out.table.assign(scenario=out.table.study_id.map({s: scenario_of[i] for i, s in ids.items()}))
     assert len(table) == 2 * n_patients and table.record_id.is_unique
     assert table.loc[table.status != "ok", "reason"].notna().all()
